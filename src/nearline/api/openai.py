@@ -1,0 +1,85 @@
+"""OpenAI-compatible routes. Thin: parse, authenticate, hand to the pipeline, render."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from nearline.api.responses import SSE_HEADERS, JSONBody
+from nearline.api.state import app_state
+from nearline.errors import InvalidRequest
+from nearline.serving.pipeline import Answer
+from nearline.serving.request import ChatRequest
+from nearline.serving.sse import ChunkEncoder, collect_body
+from nearline.tenancy import Tenant
+
+router = APIRouter()
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    try:
+        return ChatRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise _invalid_from(exc) from exc
+
+
+def _invalid_from(error: ValidationError) -> InvalidRequest:
+    first = error.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    if first["type"] == "extra_forbidden":
+        return InvalidRequest(f"unrecognized request argument supplied: {param}", param=param)
+    if first["type"] == "missing":
+        return InvalidRequest(f"missing required parameter: {param}", param=param)
+    return InvalidRequest(f"invalid value for {param}: {first['msg']}", param=param)
+
+
+def request_tenant(request: Request) -> Tenant:
+    return app_state(request).keyring.tenant_for(request.headers.get("authorization"))
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    state = app_state(request)
+    tenant = request_tenant(request)
+    chat = parse_chat_request(await request.body())
+    call = state.pipeline.resolve(chat, tenant)
+    answer = await state.pipeline.answer(call)
+    if not chat.stream:
+        return JSONBody(await collect_body(chat.model, answer.events()))
+    encoder = ChunkEncoder(model=chat.model, include_usage=chat.include_usage)
+    return StreamingResponse(
+        _sse(encoder, answer), media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
+async def _sse(encoder: ChunkEncoder, answer: Answer) -> AsyncIterator[bytes]:
+    try:
+        yield encoder.opening()
+        async for event in answer.events():
+            frame = encoder.encode(event)
+            if frame:
+                yield frame
+    finally:
+        await answer.aclose()  # the client left or the answer ended: stop the upstream work
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    tenant = request_tenant(request)
+    data: list[dict[str, Any]] = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "nearline"}
+        for name in app_state(request).pipeline.model_names
+        if tenant.may_use(name)
+    ]
+    return JSONBody({"object": "list", "data": data})

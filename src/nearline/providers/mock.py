@@ -1,0 +1,169 @@
+"""``nearline mock-upstream``: a real HTTP server that behaves like a paid OpenAI-compatible
+provider. The one allowed stand-in in tests and benchmarks, because paid APIs cannot be
+reached from here.
+
+It streams deterministic text (the same messages + seed give the same words) with a
+configurable time to first token, token rate, error rate, 429 rate and mid-stream
+disconnects, and counts what happened at ``GET /mock/stats`` so tests can prove that the
+gateway closed a connection when its client left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+_WORDS = (
+    "the a quick answer model stream token cache latency user fast near line batch window "
+    "event queue reply brief clear result value reason simple signal story data light tier"
+).split()
+
+
+@dataclass(frozen=True, slots=True)
+class MockBehaviour:
+    ttft_s: float = 0.05
+    tokens_per_s: float = 200.0
+    completion_tokens: int = 24
+    error_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    disconnect_rate: float = 0.0
+    seed: int = 0
+    model: str = "mock-1"
+
+
+@dataclass(slots=True)
+class MockStats:
+    requests: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    rate_limited: int = 0
+    disconnected: int = 0
+    active: int = 0
+    prompts: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "completed": self.completed,
+            "cancelled": self.cancelled,
+            "failed": self.failed,
+            "rate_limited": self.rate_limited,
+            "disconnected": self.disconnected,
+            "active": self.active,
+        }
+
+
+def deterministic_words(messages: list[dict[str, Any]], seed: int | None, count: int) -> list[str]:
+    digest = hashlib.sha256(orjson.dumps([messages, seed])).digest()
+    rng = random.Random(digest)
+    return [rng.choice(_WORDS) for _ in range(count)]
+
+
+def _chunk(chunk_id: str, model: str, created: int, delta: dict[str, Any],
+           finish_reason: str | None) -> bytes:
+    body = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def create_mock_app(behaviour: MockBehaviour) -> Starlette:
+    stats = MockStats()
+    chaos = random.Random(behaviour.seed)
+
+    async def chat_completions(request: Request) -> Response:
+        stats.requests += 1
+        payload = orjson.loads(await request.body())
+        roll = chaos.random()
+        if roll < behaviour.error_rate:
+            stats.failed += 1
+            return JSONResponse(
+                {"error": {"message": "mock upstream failure", "type": "server_error",
+                           "param": None, "code": None}}, status_code=500)
+        if roll < behaviour.error_rate + behaviour.rate_limit_rate:
+            stats.rate_limited += 1
+            return JSONResponse(
+                {"error": {"message": "mock rate limit", "type": "rate_limit_error",
+                           "param": None, "code": "rate_limit_exceeded"}},
+                status_code=429, headers={"Retry-After": "3"})
+        disconnect = chaos.random() < behaviour.disconnect_rate
+        limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        count = min(behaviour.completion_tokens, int(limit)) if limit else behaviour.completion_tokens
+        words = deterministic_words(payload.get("messages", []), payload.get("seed"), count)
+        finish = "length" if limit and int(limit) <= behaviour.completion_tokens else "stop"
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in payload["messages"])
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": count,
+                 "total_tokens": prompt_tokens + count}
+        model = payload.get("model", behaviour.model)
+        created = int(time.time())
+        chunk_id = "chatcmpl-mock-" + hashlib.sha1(str(stats.requests).encode()).hexdigest()[:12]
+        if not payload.get("stream"):
+            await asyncio.sleep(behaviour.ttft_s + max(0, count - 1) / behaviour.tokens_per_s)
+            stats.completed += 1
+            return JSONResponse({
+                "id": chunk_id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "finish_reason": finish,
+                             "message": {"role": "assistant",
+                                         "content": "".join(" " + w for w in words).strip()}}],
+                "usage": usage})
+        include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+        return StreamingResponse(
+            _stream(words, finish, usage if include_usage else None, model, created, chunk_id,
+                    disconnect),
+            media_type="text/event-stream")
+
+    async def _stream(words: list[str], finish: str, usage: dict[str, int] | None, model: str,
+                      created: int, chunk_id: str, disconnect: bool) -> AsyncIterator[bytes]:
+        stats.active += 1
+        try:
+            await asyncio.sleep(behaviour.ttft_s)
+            yield _chunk(chunk_id, model, created, {"role": "assistant", "content": ""}, None)
+            for index, word in enumerate(words):
+                if index:
+                    await asyncio.sleep(1 / behaviour.tokens_per_s)
+                text = word if index == 0 else " " + word
+                yield _chunk(chunk_id, model, created, {"content": text}, None)
+                if disconnect and index == len(words) // 2:
+                    stats.disconnected += 1
+                    raise ConnectionAbortedError("mock mid-stream disconnect")
+            yield _chunk(chunk_id, model, created, {}, finish)
+            if usage is not None:
+                body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
+                        "model": model, "choices": [], "usage": usage}
+                yield b"data: " + orjson.dumps(body) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+            stats.completed += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            stats.cancelled += 1
+            raise
+        finally:
+            stats.active -= 1
+
+    async def models(_: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": behaviour.model, "object": "model", "created": 0, "owned_by": "mock"}]})
+
+    async def stats_endpoint(_: Request) -> Response:
+        return JSONResponse(stats.as_dict())
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/mock/stats", stats_endpoint, methods=["GET"]),
+    ])
