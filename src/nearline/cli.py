@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -95,7 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="share of streams cut half-way")
     mock.add_argument("--seed", type=int, default=0)
     mock.set_defaults(run=_mock_upstream)
+
+    for add_commands in _face_commands():
+        add_commands(commands)
     return parser
+
+
+def _face_commands() -> list[Callable[[Any], None]]:
+    """Each face registers its own subcommands (``worker``, ``demo``, ``advise``, ...)."""
+    faces: list[Callable[[Any], None]] = []
+    # One line per face, e.g.:
+    #   from nearline.stream.cli import add_commands as add_stream_commands
+    #   faces.append(add_stream_commands)
+    return faces
 
 
 def main(argv: Sequence[str] | None = None) -> int:

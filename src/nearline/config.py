@@ -72,6 +72,12 @@ class HttpProviderSettings(_Strict):
     max_connections: int = Field(default=200, ge=1)
 
 
+class RedisSettings(_Strict):
+    """Shared backend for many replicas; ``url: null`` keeps everything in-process."""
+
+    url: str | None = Field(default=None, pattern=r"^rediss?://")
+
+
 class ModelRoute(_Strict):
     """A public model name: which provider serves it, under which upstream name."""
 
@@ -96,6 +102,9 @@ class Settings(BaseSettings):
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
     providers: dict[str, HttpProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelRoute] = Field(default_factory=_default_models)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    # Each face adds its own section here, defined in its own package:
+    # worker: WorkerSettings (nearline.stream.settings), cache: ..., routing: ...
 
     @model_validator(mode="after")
     def _models_name_known_providers(self) -> Settings:
