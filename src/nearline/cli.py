@@ -58,10 +58,18 @@ def _mock_upstream(args: argparse.Namespace) -> int:
         disconnect_rate=args.disconnect_rate,
         seed=args.seed,
     )
-    print(f"nearline mock-upstream: http://{args.host}:{args.port}/v1 {behaviour}",
-          file=sys.stderr, flush=True)
-    uvicorn.run(create_mock_app(behaviour), host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+    print(
+        f"nearline mock-upstream: http://{args.host}:{args.port}/v1 {behaviour}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        create_mock_app(behaviour),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
     return 0
 
 
@@ -92,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--tokens", type=int, default=24, help="tokens per answer")
     mock.add_argument("--error-rate", type=_rate, default=0.0, help="share answered with 500")
     mock.add_argument("--rate-limit-rate", type=_rate, default=0.0, help="share answered 429")
-    mock.add_argument("--disconnect-rate", type=_rate, default=0.0,
-                      help="share of streams cut half-way")
+    mock.add_argument(
+        "--disconnect-rate", type=_rate, default=0.0, help="share of streams cut half-way"
+    )
     mock.add_argument("--seed", type=int, default=0)
     mock.set_defaults(run=_mock_upstream)
 

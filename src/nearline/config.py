@@ -118,8 +118,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_open_public_bind(self) -> Settings:
-        if not self.auth.keys and not self.auth.allow_anonymous_on_public_bind and not is_loopback(
-            self.server.host
+        if (
+            not self.auth.keys
+            and not self.auth.allow_anonymous_on_public_bind
+            and not is_loopback(self.server.host)
         ):
             raise ValueError(
                 f"server.host: binding {self.server.host!r} without auth.keys would expose the "

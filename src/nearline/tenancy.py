@@ -36,9 +36,7 @@ class KeyRing:
         if not self.enabled:
             return Tenant(ANONYMOUS_TENANT)
         if not authorization:
-            raise AuthenticationFailed(
-                "missing API key: send it as 'Authorization: Bearer <key>'"
-            )
+            raise AuthenticationFailed("missing API key: send it as 'Authorization: Bearer <key>'")
         scheme, _, key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")

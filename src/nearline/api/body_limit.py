@@ -55,15 +55,17 @@ class BodyLimitMiddleware:
     async def _refuse(self, send: Send) -> None:
         error = BodyTooLarge(f"the request body is larger than {self._max} bytes", param=None)
         body = orjson.dumps(error.body())
-        await send({
-            "type": "http.response.start",
-            "status": error.status_code,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status_code,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -34,14 +34,28 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         raise _invalid_from(exc) from exc
 
 
+_UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """``('messages', 0, 'content', 'str')`` → ``messages.0.content`` (union tags dropped)."""
+    parts = [
+        str(part)
+        for part in loc
+        if not (isinstance(part, str) and (part in _UNION_TAGS or "[" in part))
+    ]
+    return ".".join(parts)
+
+
 def _invalid_from(error: ValidationError) -> InvalidRequest:
-    first = error.errors()[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
+    first = error.errors(include_url=False)[0]
+    path = _field_path(first["loc"])
+    param = path.split(".")[0] or None
     if first["type"] == "extra_forbidden":
-        return InvalidRequest(f"unrecognized request argument supplied: {param}", param=param)
+        return InvalidRequest(f"unrecognized request argument supplied: {path}", param=param)
     if first["type"] == "missing":
-        return InvalidRequest(f"missing required parameter: {param}", param=param)
-    return InvalidRequest(f"invalid value for {param}: {first['msg']}", param=param)
+        return InvalidRequest(f"missing required parameter: {path}", param=param)
+    return InvalidRequest(f"invalid value for {path}: {first['msg']}", param=param)
 
 
 def request_tenant(request: Request) -> Tenant:

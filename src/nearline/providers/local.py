@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +31,19 @@ from nearline.serving.request import ChatRequest
 
 DEFAULT_TEMPERATURE = 0.7
 _END = object()
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What one generation did; kept for the last few runs (tests, debugging, metrics)."""
+
+    tokens: int = 0
+    tokens_at_cancel: int | None = None
+    finished: bool = False
+
+    @property
+    def tokens_after_cancel(self) -> int | None:
+        return None if self.tokens_at_cancel is None else self.tokens - self.tokens_at_cancel
 
 
 def default_model_path() -> Path:
@@ -52,6 +67,7 @@ class LocalProvider:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nearline-llama")
         self._llm: Any = None
         self._format: Callable[[list[dict[str, str]]], tuple[str, list[str], bool]] | None = None
+        self.recent_runs: deque[RunStats] = deque(maxlen=32)
 
     @property
     def queue_depth(self) -> int:
@@ -88,8 +104,14 @@ class LocalProvider:
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
 
         def render(messages: list[dict[str, str]]) -> tuple[str, list[str], bool]:
-            result = formatter(messages=messages)
-            stops = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+            result = formatter(messages=cast(Any, messages))
+            stops = (
+                result.stop
+                if isinstance(result.stop, list)
+                else [result.stop]
+                if result.stop
+                else []
+            )
             return result.prompt, stops, bool(result.added_special)
 
         self._format = render
@@ -106,7 +128,11 @@ class LocalProvider:
             loop.call_soon_threadsafe(out.put_nowait, item)
 
         async with self._queue.slot(call.tenant):
-            job = loop.run_in_executor(self._executor, self._generate, call.request, cancel, push)
+            stats = RunStats()
+            self.recent_runs.append(stats)
+            job = loop.run_in_executor(
+                self._executor, self._generate, call.request, cancel, push, stats
+            )
             try:
                 while True:
                     item = await out.get()
@@ -117,16 +143,22 @@ class LocalProvider:
                     assert isinstance(item, Delta | Usage | Done)
                     yield item
             finally:
+                if not stats.finished:
+                    stats.tokens_at_cancel = stats.tokens
                 cancel.set()  # checked by llama.cpp after every token
                 await asyncio.shield(job)
 
     # --- on the model thread -------------------------------------------------------------
 
     def _generate(
-        self, request: ChatRequest, cancel: threading.Event, push: Callable[[object], None]
+        self,
+        request: ChatRequest,
+        cancel: threading.Event,
+        push: Callable[[object], None],
+        stats: RunStats,
     ) -> None:
         try:
-            self._generate_into(request, cancel, push)
+            self._generate_into(request, cancel, push, stats)
         except NearlineError as error:
             push(error)
         except Exception as exc:  # noqa: BLE001 - a model failure must reach the client
@@ -135,10 +167,15 @@ class LocalProvider:
             push(_END)
 
     def _generate_into(
-        self, request: ChatRequest, cancel: threading.Event, push: Callable[[object], None]
+        self,
+        request: ChatRequest,
+        cancel: threading.Event,
+        push: Callable[[object], None],
+        stats: RunStats,
     ) -> None:
         llm = self._llm
-        assert llm is not None and self._format is not None
+        assert llm is not None
+        assert self._format is not None
         messages = [{"role": _template_role(m.role), "content": m.text} for m in request.messages]
         prompt, template_stops, added_special = self._format(messages)
         tokens: list[int] = llm.tokenize(prompt.encode(), add_bos=not added_special, special=True)
@@ -146,12 +183,18 @@ class LocalProvider:
         if room <= 0:
             raise InvalidRequest(
                 f"the prompt is {len(tokens)} tokens; this model's context is "
-                f"{self._settings.n_ctx}", param="messages", code="context_length_exceeded")
+                f"{self._settings.n_ctx}",
+                param="messages",
+                code="context_length_exceeded",
+            )
         wanted = request.max_output_tokens or self._settings.default_max_tokens
         max_tokens = min(wanted, room)
         cached = _reusable_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
 
-        def stop_when_cancelled(_ids: npt.NDArray[np.intc], _logits: npt.NDArray[np.single]) -> bool:
+        def stop_when_cancelled(
+            _ids: npt.NDArray[np.intc], _logits: npt.NDArray[np.single]
+        ) -> bool:
+            stats.tokens += 1
             return cancel.is_set()
 
         chunks = llm.create_completion(
@@ -180,9 +223,15 @@ class LocalProvider:
         if cancel.is_set():
             return
         completion = "".join(text_parts)
-        completion_tokens = len(llm.tokenize(completion.encode(), add_bos=False)) if completion else 0
-        push(Usage(prompt_tokens=len(tokens), completion_tokens=completion_tokens,
-                   cached_tokens=cached))
+        completion_tokens = (
+            len(llm.tokenize(completion.encode(), add_bos=False)) if completion else 0
+        )
+        stats.finished = True
+        push(
+            Usage(
+                prompt_tokens=len(tokens), completion_tokens=completion_tokens, cached_tokens=cached
+            )
+        )
         push(Done(finish))
 
 

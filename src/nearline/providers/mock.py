@@ -24,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-_WORDS = (
+_VOCABULARY = (
     "the a quick answer model stream token cache latency user fast near line batch window "
     "event queue reply brief clear result value reason simple signal story data light tier"
-).split()
+)
+_WORDS = _VOCABULARY.split()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,9 @@ def deterministic_words(messages: list[dict[str, Any]], seed: int | None, count:
     return [rng.choice(_WORDS) for _ in range(count)]
 
 
-def _chunk(chunk_id: str, model: str, created: int, delta: dict[str, Any],
-           finish_reason: str | None) -> bytes:
+def _chunk(
+    chunk_id: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None
+) -> bytes:
     body = {
         "id": chunk_id,
         "object": "chat.completion.chunk",
@@ -94,42 +96,91 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
         if roll < behaviour.error_rate:
             stats.failed += 1
             return JSONResponse(
-                {"error": {"message": "mock upstream failure", "type": "server_error",
-                           "param": None, "code": None}}, status_code=500)
+                {
+                    "error": {
+                        "message": "mock upstream failure",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                status_code=500,
+            )
         if roll < behaviour.error_rate + behaviour.rate_limit_rate:
             stats.rate_limited += 1
             return JSONResponse(
-                {"error": {"message": "mock rate limit", "type": "rate_limit_error",
-                           "param": None, "code": "rate_limit_exceeded"}},
-                status_code=429, headers={"Retry-After": "3"})
+                {
+                    "error": {
+                        "message": "mock rate limit",
+                        "type": "rate_limit_error",
+                        "param": None,
+                        "code": "rate_limit_exceeded",
+                    }
+                },
+                status_code=429,
+                headers={"Retry-After": "3"},
+            )
         disconnect = chaos.random() < behaviour.disconnect_rate
         limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
-        count = min(behaviour.completion_tokens, int(limit)) if limit else behaviour.completion_tokens
+        count = (
+            min(behaviour.completion_tokens, int(limit)) if limit else behaviour.completion_tokens
+        )
         words = deterministic_words(payload.get("messages", []), payload.get("seed"), count)
         finish = "length" if limit and int(limit) <= behaviour.completion_tokens else "stop"
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in payload["messages"])
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": count,
-                 "total_tokens": prompt_tokens + count}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": count,
+            "total_tokens": prompt_tokens + count,
+        }
         model = payload.get("model", behaviour.model)
         created = int(time.time())
         chunk_id = "chatcmpl-mock-" + hashlib.sha1(str(stats.requests).encode()).hexdigest()[:12]
         if not payload.get("stream"):
             await asyncio.sleep(behaviour.ttft_s + max(0, count - 1) / behaviour.tokens_per_s)
             stats.completed += 1
-            return JSONResponse({
-                "id": chunk_id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "finish_reason": finish,
-                             "message": {"role": "assistant",
-                                         "content": "".join(" " + w for w in words).strip()}}],
-                "usage": usage})
+            return JSONResponse(
+                {
+                    "id": chunk_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": finish,
+                            "message": {
+                                "role": "assistant",
+                                "content": "".join(" " + w for w in words).strip(),
+                            },
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
         include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
-            _stream(words, finish, usage if include_usage else None, model, created, chunk_id,
-                    disconnect),
-            media_type="text/event-stream")
+            _stream(
+                words,
+                finish,
+                usage if include_usage else None,
+                model,
+                created,
+                chunk_id,
+                disconnect,
+            ),
+            media_type="text/event-stream",
+        )
 
-    async def _stream(words: list[str], finish: str, usage: dict[str, int] | None, model: str,
-                      created: int, chunk_id: str, disconnect: bool) -> AsyncIterator[bytes]:
+    async def _stream(
+        words: list[str],
+        finish: str,
+        usage: dict[str, int] | None,
+        model: str,
+        created: int,
+        chunk_id: str,
+        disconnect: bool,
+    ) -> AsyncIterator[bytes]:
         stats.active += 1
         try:
             await asyncio.sleep(behaviour.ttft_s)
@@ -144,8 +195,14 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
                     raise ConnectionAbortedError("mock mid-stream disconnect")
             yield _chunk(chunk_id, model, created, {}, finish)
             if usage is not None:
-                body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
-                        "model": model, "choices": [], "usage": usage}
+                body = {
+                    "id": chunk_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
                 yield b"data: " + orjson.dumps(body) + b"\n\n"
             yield b"data: [DONE]\n\n"
             stats.completed += 1
@@ -156,14 +213,22 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
             stats.active -= 1
 
     async def models(_: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [
-            {"id": behaviour.model, "object": "model", "created": 0, "owned_by": "mock"}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": behaviour.model, "object": "model", "created": 0, "owned_by": "mock"}
+                ],
+            }
+        )
 
     async def stats_endpoint(_: Request) -> Response:
         return JSONResponse(stats.as_dict())
 
-    return Starlette(routes=[
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/mock/stats", stats_endpoint, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/mock/stats", stats_endpoint, methods=["GET"]),
+        ]
+    )

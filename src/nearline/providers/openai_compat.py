@@ -83,7 +83,9 @@ class OpenAICompatProvider:
             )
         try:
             request = self._client.build_request(
-                "POST", "/chat/completions", content=orjson.dumps(payload),
+                "POST",
+                "/chat/completions",
+                content=orjson.dumps(payload),
                 headers={"Content-Type": "application/json"},
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
@@ -97,7 +99,9 @@ class OpenAICompatProvider:
             finally:
                 await response.aclose()  # the client left or we are done: close the connection
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"upstream {self.name!r} timed out ({type(exc).__name__})") from exc
+            raise UpstreamTimeout(
+                f"upstream {self.name!r} timed out ({type(exc).__name__})"
+            ) from exc
         except httpx.TransportError as exc:
             raise UpstreamError(
                 f"upstream {self.name!r} connection failed: {type(exc).__name__}: {exc}"
@@ -109,8 +113,9 @@ def _status_error(name: str, response: httpx.Response) -> NearlineError:
     status = response.status_code
     if status == 429:
         retry_after = _retry_after(response.headers.get("Retry-After"))
-        return UpstreamRateLimited(f"upstream {name!r} rate limited: {message}",
-                                   retry_after_s=retry_after)
+        return UpstreamRateLimited(
+            f"upstream {name!r} rate limited: {message}", retry_after_s=retry_after
+        )
     if status >= 500:
         return UpstreamError(f"upstream {name!r} answered {status}: {message}")
     if status in (408,):

@@ -7,7 +7,7 @@ call, and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from nearline.config import ModelRoute
@@ -29,7 +29,7 @@ class Answer:
     """An answer whose first event has already arrived (so errors before it are HTTP errors)."""
 
     first: Event
-    rest: AsyncIterator[Event]
+    rest: AsyncGenerator[Event, None]
 
     async def events(self) -> AsyncIterator[Event]:
         yield self.first
@@ -37,9 +37,7 @@ class Answer:
             yield event
 
     async def aclose(self) -> None:
-        aclose = getattr(self.rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await self.rest.aclose()
 
 
 class ServingPipeline:
@@ -92,7 +90,7 @@ class ServingPipeline:
         return Answer(first=first, rest=events)
 
 
-async def _guarded(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def _guarded(events: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:
     """Turn a provider failure into an ``ErrorEvent``; nothing follows ``Done`` or an error."""
     try:
         async for event in events:

@@ -76,7 +76,9 @@ class ChatRequest(BaseModel):
     @model_validator(mode="after")
     def _reject_unsupported(self) -> ChatRequest:
         if self.n is not None and self.n != 1:
-            raise UnsupportedParameter("n > 1 is not supported; send one request per choice", param="n")
+            raise UnsupportedParameter(
+                "n > 1 is not supported; send one request per choice", param="n"
+            )
         if self.logprobs:
             raise UnsupportedParameter("logprobs is not supported yet", param="logprobs")
         if self.response_format is not None and self.response_format.get("type") != "text":
@@ -92,7 +94,11 @@ class ChatRequest(BaseModel):
     @property
     def max_output_tokens(self) -> int | None:
         """``max_completion_tokens`` wins over the older ``max_tokens``."""
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        return (
+            self.max_completion_tokens
+            if self.max_completion_tokens is not None
+            else self.max_tokens
+        )
 
     @property
     def stop_sequences(self) -> list[str]:

@@ -56,14 +56,16 @@ class ChunkEncoder:
     _pending_usage: Usage | None = None
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return sse_frame({
-            "id": self.completion_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-            **extra,
-        })
+        return sse_frame(
+            {
+                "id": self.completion_id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": choices,
+                **extra,
+            }
+        )
 
     def opening(self) -> bytes:
         return self._chunk(
@@ -114,12 +116,14 @@ async def collect_body(model: str, events: AsyncIterator[Event]) -> dict[str, An
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": "".join(parts)},
-            "finish_reason": finish_reason,
-            "logprobs": None,
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(parts)},
+                "finish_reason": finish_reason,
+                "logprobs": None,
+            }
+        ],
         "usage": usage_body(usage),
     }
 

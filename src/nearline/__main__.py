@@ -1,0 +1,5 @@
+import sys
+
+from nearline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import numpy as np
+
+from nearline.embed import Embedder
+
+
+def test_vectors_are_unit_length_float32_rows(embedder: Embedder) -> None:
+    vectors = embedder.encode(["What is the capital of France?", "How do I bake bread?"])
+
+    assert vectors.shape == (2, embedder.dim)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_paraphrases_are_closer_than_unrelated_questions(embedder: Embedder) -> None:
+    question, paraphrase, unrelated = embedder.encode(
+        [
+            "How can I access a private Instagram account?",
+            "How do I gain access to a private Instagram account?",
+            "What is the boiling point of water at sea level?",
+        ]
+    )
+
+    assert float(question @ paraphrase) > 0.8
+    assert float(question @ unrelated) < 0.3
+
+
+def test_a_text_embeds_the_same_alone_and_in_a_padded_batch(embedder: Embedder) -> None:
+    short = "Paris"
+    alone = embedder.encode([short])[0]
+    batched = embedder.encode([short, "a much longer sentence that forces padding " * 5])[0]
+
+    np.testing.assert_allclose(alone, batched, atol=1e-5)
+
+
+def test_empty_input_gives_an_empty_matrix(embedder: Embedder) -> None:
+    assert embedder.encode([]).shape == (0, embedder.dim)

@@ -1,0 +1,104 @@
+"""Gateway fixtures.
+
+Tests marked as using the mock upstream talk to ``nearline``'s own mock provider (a real
+HTTP server that behaves like a paid OpenAI-compatible API); everything else runs the real
+local model (SmolLM2-135M-Instruct through llama-cpp-python).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from nearline.config import hash_api_key
+from nearline.providers.mock import MockBehaviour, create_mock_app
+from nearline.testing import free_port, serve_in_thread, wait_until_ready
+
+ALPHA_KEY = "sk-test-alpha"
+BETA_KEY = "sk-test-beta"  # may only use the mock model
+LOCAL_MODEL = "smollm2-135m-instruct"
+MOCK_MODEL = "mock-fast"
+
+
+@pytest.fixture(scope="session")
+def mock_upstream_url() -> Iterator[str]:
+    """A fast, well-behaved mock upstream shared by the session."""
+    with serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0.01, tokens_per_s=2000))) as url:
+        yield url
+
+
+def gateway_config(mock_url: str) -> dict[str, object]:
+    return {
+        "server": {"log_level": "warning", "max_body_bytes": 64_000},
+        "auth": {
+            "keys": [
+                {"sha256": hash_api_key(ALPHA_KEY), "tenant": "alpha"},
+                {"sha256": hash_api_key(BETA_KEY), "tenant": "beta", "models": [MOCK_MODEL]},
+            ]
+        },
+        "providers": {"mock": {"base_url": f"{mock_url}/v1", "read_timeout_s": 10}},
+        "models": {
+            LOCAL_MODEL: {"provider": "local"},
+            MOCK_MODEL: {"provider": "mock", "upstream_model": "mock-1"},
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def gateway_url(mock_upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``nearline serve`` process, started from its CLI with a YAML config."""
+    config_path = tmp_path_factory.mktemp("gateway") / "nearline.yaml"
+    config_path.write_text(yaml.safe_dump(gateway_config(mock_upstream_url)))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEARLINE_")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nearline",
+            "serve",
+            "--config",
+            str(config_path),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base_url)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    alpha_key: str = ALPHA_KEY
+    beta_key: str = BETA_KEY
+    local_model: str = LOCAL_MODEL
+    mock_model: str = MOCK_MODEL
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_url: str) -> Gateway:
+    return Gateway(gateway_url)

@@ -1,0 +1,111 @@
+"""Configuration is validated up front, and every request carries its tenant."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nearline.app import create_app
+from nearline.config import ConfigError, hash_api_key, load_settings
+from nearline.providers.mock import MockBehaviour, create_mock_app
+from nearline.testing import serve_in_thread
+
+
+def test_yaml_file_and_environment_are_merged_env_wins(tmp_path: Path, monkeypatch):
+    config = tmp_path / "c.yaml"
+    config.write_text("server:\n  port: 9001\n  host: 127.0.0.1\nlocal:\n  max_queue: 3\n")
+    monkeypatch.setenv("NEARLINE_SERVER__PORT", "9002")
+    settings = load_settings(config)
+    assert settings.server.port == 9002
+    assert settings.local.max_queue == 3
+
+
+def test_unknown_key_in_the_file_is_named(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("server:\n  prot: 9001\n")
+    with pytest.raises(ConfigError, match=r"server\.prot: unknown key"):
+        load_settings(config)
+
+
+def test_unknown_environment_variable_is_named(monkeypatch):
+    monkeypatch.setenv("NEARLINE_SERVER__PROT", "9001")
+    with pytest.raises(ConfigError, match=r"server\.prot"):
+        load_settings()
+
+
+def test_bad_value_is_named(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("local:\n  max_queue: -1\n")
+    with pytest.raises(ConfigError, match=r"local\.max_queue"):
+        load_settings(config)
+
+
+def test_model_naming_an_unknown_provider_is_refused():
+    with pytest.raises(ConfigError, match=r"models\.m\.provider"):
+        load_settings(models={"m": {"provider": "nowhere"}})
+
+
+def test_public_bind_without_keys_is_refused():
+    with pytest.raises(ConfigError, match=r"server\.host"):
+        load_settings(server={"host": "0.0.0.0"})
+
+
+def test_cli_stops_with_a_message_naming_the_key(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("models:\n  m:\n    provider: local\n    upstrem_model: x\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "nearline", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "models.m.upstrem_model: unknown key" in result.stderr
+
+
+def _mock_settings(mock_url: str, **extra: object):
+    return load_settings(
+        providers={"up": {"base_url": f"{mock_url}/v1"}}, models={"m": {"provider": "up"}}, **extra
+    )
+
+
+def test_no_keys_on_loopback_means_auth_is_off():
+    with (
+        serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0))) as mock_url,
+        serve_in_thread(create_app(_mock_settings(mock_url))) as url,
+    ):
+        response = httpx.post(
+            f"{url}/v1/chat/completions",
+            timeout=10,
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert response.status_code == 200
+
+
+def test_keys_are_stored_hashed_and_map_to_tenants():
+    keys = [{"sha256": hash_api_key("sk-one"), "tenant": "one"}]
+    with (
+        serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0))) as mock_url,
+        serve_in_thread(create_app(_mock_settings(mock_url, auth={"keys": keys}))) as url,
+    ):
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        ok = httpx.post(
+            f"{url}/v1/chat/completions",
+            json=body,
+            timeout=10,
+            headers={"Authorization": "Bearer sk-one"},
+        )
+        assert ok.status_code == 200
+        denied = httpx.post(
+            f"{url}/v1/chat/completions",
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {hash_api_key('sk-one')}"},
+        )
+        assert denied.status_code == 401  # the stored digest is not itself a key
+        assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 401

@@ -1,0 +1,80 @@
+"""Fixtures for the event worker tests: one broker fixture parametrised over every broker.
+
+Each test gets streams under a unique prefix and the fixture deletes them afterwards, so
+tests can share the real Redis and RabbitMQ servers on this machine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import pytest
+import redis.asyncio as redis
+
+from nearline.stream.broker import Broker, StreamBound
+from nearline.stream.memory import MemoryBroker
+from nearline.stream.redis_streams import RedisStreamsBroker
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+
+class MakeBroker(Protocol):
+    async def __call__(self, bound: StreamBound | None = None) -> Broker: ...
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+async def _make_broker(kind: str, bound: StreamBound | None) -> Broker:
+    if kind == "memory":
+        return MemoryBroker(bound)
+    if kind == "redis":
+        return RedisStreamsBroker.from_url(REDIS_URL, bound)
+    from nearline.stream.rabbitmq import RabbitMQBroker
+
+    return await RabbitMQBroker.connect(RABBITMQ_URL, bound)
+
+
+@pytest.fixture(params=["memory", "redis", "rabbitmq"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+async def make_broker(broker_kind: str, prefix: str) -> AsyncIterator[MakeBroker]:
+    """``await make_broker(bound=None)``: a broker of the test's kind, cleaned up after."""
+    made: list[Broker] = []
+
+    async def make(bound: StreamBound | None = None) -> Broker:
+        broker = await _make_broker(broker_kind, bound)
+        made.append(broker)
+        return broker
+
+    yield make
+    if made:
+        cleaner = made[0]
+        await cleaner.delete(*[f"{prefix}-{suffix}" for suffix in _SUFFIXES])
+    for broker in made:
+        await broker.aclose()
+
+
+_SUFFIXES = ("source", "results", "dead", "other")
+
+
+@pytest.fixture
+async def broker(make_broker: MakeBroker) -> Broker:
+    return await make_broker()
