@@ -117,6 +117,9 @@ def _face_commands() -> list[Callable[[Any], None]]:
     # One line per face, e.g.:
     #   from nearline.stream.cli import add_commands as add_stream_commands
     #   faces.append(add_stream_commands)
+    from nearline.advise.cli import add_commands as add_advise_commands
+
+    faces.append(add_advise_commands)
     return faces
 
 

@@ -28,7 +28,7 @@ from nearline.advise.latency import (
     uniform_wait,
 )
 from nearline.advise.profile import DAYS_PER_MONTH, PathInput, Policy, Profile
-from nearline.advise.reliability import compound_reliability, weakest_step
+from nearline.advise.reliability import StepReliability, compound_reliability, weakest_step
 
 
 class Mode(StrEnum):
@@ -92,6 +92,7 @@ class PathAdvice:
     batch: Option
     recommended: Option
     reliability: float
+    weakest_step: StepReliability | None
     faster: Faster
 
     @property
@@ -118,20 +119,29 @@ def advise_path(path: PathInput, profile: Profile) -> PathAdvice:
     policy = profile.policy
     requests = path.requests_per_day * DAYS_PER_MONTH
     realtime = _option(
-        path, requests, Mode.REALTIME, 0.0,
+        path,
+        requests,
+        Mode.REALTIME,
+        0.0,
         realtime_cost(path, profile.prices, policy.realtime_utilisation),
         _mix(path, policy, ZERO),
     )
     windows = [
         _option(
-            path, requests, Mode.NEAR_REAL_TIME, window,
+            path,
+            requests,
+            Mode.NEAR_REAL_TIME,
+            window,
             near_real_time_cost(path, profile.prices, policy.near_real_time_utilisation, window),
             _mix(path, policy, uniform_wait(window)),
         )
         for window in sorted(policy.windows_s)
     ]
     batch = _option(
-        path, requests, Mode.BATCH, path.batch_period_s,
+        path,
+        requests,
+        Mode.BATCH,
+        path.batch_period_s,
         batch_cost(path, profile.prices),
         _batch_mix(path, policy),
     )
@@ -145,6 +155,7 @@ def advise_path(path: PathInput, profile: Profile) -> PathAdvice:
         batch=batch,
         recommended=recommended,
         reliability=compound_reliability(path.reliability_steps),
+        weakest_step=weakest_step(path.reliability_steps),
         faster=_faster(path, requests, recommended),
     )
 
@@ -157,9 +168,22 @@ def _option(
     cost: OptionCost,
     mix: tuple[LatencyShare, ...],
 ) -> Option:
-    delay = requests * typical_delay_s(mix) * path.delay_cost_per_second_usd
+    delay = requests * sum(part.share * delay_cost_usd(path, part.latency.p50_s) for part in mix)
     meets = path.deadline_ms is None or p95_s(mix) <= path.deadline_ms / 1000.0
     return Option(mode, wait_s, cost, mix, delay, meets)
+
+
+def delay_cost_usd(path: PathInput, seconds: float) -> float:
+    """What one request's typical wait costs: linear up to the attention limit, then flat.
+
+    Past that limit the user has turned away; waiting longer loses nothing more.
+    """
+    limit = upper_limit_s(PerceptionBand.ATTENTION)
+    if seconds <= limit:
+        return seconds * path.delay_cost_per_second_usd
+    if path.lost_request_cost_usd is not None:
+        return path.lost_request_cost_usd
+    return limit * path.delay_cost_per_second_usd
 
 
 def _cheapest(options: list[Option]) -> Option:
@@ -205,6 +229,7 @@ def _faster(path: PathInput, requests: float, option: Option) -> Faster:
         return Faster(None, 0.0, 0.0, path.speedup_cost_per_month_usd)
     deciding = deciding_share(option.mix)
     cut = option.p95_s - upper_limit_s(target)
-    saved_s = deciding.latency.p50_s - deciding.latency.shifted_down(cut).p50_s
-    value = requests * deciding.share * saved_s * path.delay_cost_per_second_usd
+    faster_p50 = deciding.latency.shifted_down(cut).p50_s
+    saved = delay_cost_usd(path, deciding.latency.p50_s) - delay_cost_usd(path, faster_p50)
+    value = requests * deciding.share * saved
     return Faster(target, cut, value, path.speedup_cost_per_month_usd)

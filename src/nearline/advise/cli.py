@@ -24,11 +24,18 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("profile", type=Path, nargs="?", help="use-case profile (YAML or JSON)")
     parser.add_argument("--log", type=Path, help="measured request log (JSONL of records)")
     parser.add_argument(
-        "--delay-cost-per-second", type=float, default=0.0, metavar="USD",
+        "--delay-cost-per-second",
+        type=float,
+        default=0.0,
+        metavar="USD",
         help="cost of a second of delay for routes in the log that the profile lacks",
     )
     parser.add_argument(
-        "--price", action="append", default=[], type=_price, metavar="NAME=VALUE",
+        "--price",
+        action="append",
+        default=[],
+        type=_price,
+        metavar="NAME=VALUE",
         help=f"override a price ({', '.join(Prices.model_fields)})",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -59,7 +66,9 @@ def _profile(args: argparse.Namespace) -> Profile:
         if not measurements:
             raise RequestLogError(f"{args.log}: no records")
         profile = profile_from_log(
-            measurements, profile, name=f"request log {args.log.name}",
+            measurements,
+            profile,
+            name=f"request log {args.log.name}",
             delay_cost_per_second_usd=args.delay_cost_per_second,
         )
     assert profile is not None

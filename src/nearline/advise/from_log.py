@@ -28,8 +28,10 @@ def profile_from_log(
 ) -> Profile:
     if base is None:
         base = parse_profile(
-            {"name": name, "paths": [_new_path(m, delay_cost_per_second_usd) for m in
-                                     measurements.values()]},
+            {
+                "name": name,
+                "paths": [_new_path(m, delay_cost_per_second_usd) for m in measurements.values()],
+            },
             origin="request log",
         )
         return base

@@ -84,7 +84,9 @@ class PathInput(_Strict):
     burst_duration_s: float = Field(default=3600.0, gt=0, description="how long a peak lasts")
     repeated_share: float = Field(default=0.0, ge=0, le=1, description="answered from a cache")
     precomputable_share: float = Field(
-        default=0.0, ge=0, le=1,
+        default=0.0,
+        ge=0,
+        le=1,
         description="of the rest, whose answer can be computed ahead and stays valid a period",
     )
     time_to_first_useful_ms: LatencyInput | None = Field(
@@ -101,6 +103,12 @@ class PathInput(_Strict):
     batch_period_s: float = Field(default=SECONDS_PER_DAY, gt=0)
     speedup_cost_per_month_usd: float | None = Field(
         default=None, ge=0, description="what reaching the next faster band would cost"
+    )
+    lost_request_cost_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="cost of a request whose wait passes the attention limit (default: the "
+        "delay cost of a wait at that limit)",
     )
     abandoned_share: float | None = Field(
         default=None, ge=0, le=1, description="measured; reported, not used in the decision"

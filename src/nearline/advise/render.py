@@ -8,7 +8,6 @@ from typing import Any
 from nearline.advise.advisor import Advice, Mode, Option, PathAdvice
 from nearline.advise.bands import BAND_LIMITS
 from nearline.advise.profile import Profile
-from nearline.advise.reliability import weakest_step
 
 
 def assumptions(profile: Profile) -> list[str]:
@@ -30,8 +29,10 @@ def assumptions(profile: Profile) -> list[str]:
         f"{prices.batch_api_discount:.0%} off. Precomputable answers are looked up; the others "
         "wait for the next run.",
         f"Cache hits and precomputed answers take {policy.store_latency_ms:g} ms and cost nothing.",
-        "Delay cost = requests x typical (median) time to first useful content x cost of a "
-        "second of delay (linear in time).",
+        "Delay cost = requests x cost of each share's median time to first useful content: "
+        "cost of a second of delay x seconds up to 10 s (the attention limit); past it the user "
+        "is gone and the request costs lost_request_cost_usd (default: the cost of 10 s).",
+        "typical = share-weighted median time to first useful content.",
         "Band = band of the p95 time to first useful content; the p95 of a mix is that of the "
         "slowest share holding more than 5 % of requests. Sequential steps add p50s and p95s.",
         "Recommended = lowest infrastructure + delay cost among options meeting the deadline.",
@@ -47,8 +48,11 @@ def to_json(advice: Advice) -> dict[str, Any]:
         "currency": "USD",
         "period": "month (30 days)",
         "bands": [
-            {"band": b.band.value, "upper_s": None if b.upper_s == float("inf") else b.upper_s,
-             "meaning": b.meaning}
+            {
+                "band": b.band.value,
+                "upper_s": None if b.upper_s == float("inf") else b.upper_s,
+                "meaning": b.meaning,
+            }
             for b in BAND_LIMITS
         ],
         "prices": profile.prices.model_dump(),
@@ -60,17 +64,17 @@ def to_json(advice: Advice) -> dict[str, Any]:
 
 
 def _path_json(advice: PathAdvice) -> dict[str, Any]:
-    weakest = weakest_step(advice.path.reliability_steps)
+    weakest = advice.weakest_step
     return {
         "path": advice.path.name,
         "requests_per_month": advice.requests_per_month,
-        "recommended": {"mode": advice.recommended.mode.value,
-                        "wait_s": advice.recommended.wait_s},
+        "recommended": {"mode": advice.recommended.mode.value, "wait_s": advice.recommended.wait_s},
         "band": advice.recommended.band.value,
         "options": [_option_json(option) for option in advice.options],
         "reliability": advice.reliability,
-        "weakest_step": None if weakest is None else {
-            "name": weakest.name, "success": weakest.success_over_repeats},
+        "weakest_step": None
+        if weakest is None
+        else {"name": weakest.name, "success": weakest.success_over_repeats},
         "abandoned_share": advice.path.abandoned_share,
         "next_band": {
             "target": None if advice.faster.target is None else advice.faster.target.value,
@@ -107,40 +111,54 @@ def render_text(advice: Advice) -> str:
     rows: list[list[str]] = []
     for path in advice.paths:
         for index, option in enumerate(path.options):
-            mark = "*" if option is path.recommended else ("!" if not option.meets_deadline
-                                                           else " ")
-            rows.append([
-                path.path.name if index == 0 else "",
-                f"{mark} {option_name(option)}",
-                _capacity(option),
-                _money(option.cost.total_usd),
-                _money(option.delay_cost_usd),
-                _money(option.total_usd),
-                _duration(option.typical_delay_s),
-                _duration(option.p95_s),
-                option.band.value,
-            ])
+            mark = (
+                "*" if option is path.recommended else ("!" if not option.meets_deadline else " ")
+            )
+            rows.append(
+                [
+                    path.path.name if index == 0 else "",
+                    f"{mark} {option_name(option)}",
+                    _capacity(option),
+                    _money(option.cost.total_usd),
+                    _money(option.delay_cost_usd),
+                    _money(option.total_usd),
+                    _duration(option.typical_delay_s),
+                    _duration(option.p95_s),
+                    option.band.value,
+                ]
+            )
     lines += _table(
-        ["path", "option", "capacity", "infra", "delay", "total", "p50", "p95", "band"],
-        rows, right={2, 3, 4, 5, 6, 7},
+        ["path", "option", "capacity", "infra", "delay", "total", "typical", "p95", "band"],
+        rows,
+        right={2, 3, 4, 5, 6, 7},
     )
     lines += ["", "Per path"]
     summary = []
     for path in advice.paths:
-        weakest = weakest_step(path.path.reliability_steps)
-        summary.append([
-            path.path.name,
-            option_name(path.recommended),
-            path.recommended.band.value,
-            f"{path.reliability:.3f}",
-            "-" if weakest is None else f"{weakest.name} ({weakest.success_over_repeats:.3f})",
-            "-" if path.path.abandoned_share is None else f"{path.path.abandoned_share:.1%}",
-            path.faster.verdict,
-        ])
+        weakest = path.weakest_step
+        summary.append(
+            [
+                path.path.name,
+                option_name(path.recommended),
+                path.recommended.band.value,
+                f"{path.reliability:.2%}",
+                "-" if weakest is None else f"{weakest.name} ({weakest.success_over_repeats:.2%})",
+                "-" if path.path.abandoned_share is None else f"{path.path.abandoned_share:.1%}",
+                path.faster.verdict,
+            ]
+        )
     lines += _table(
-        ["path", "recommended", "band (p95)", "reliability", "weakest step", "abandoned",
-         "next faster band"],
-        summary, right={3},
+        [
+            "path",
+            "recommended",
+            "band (p95)",
+            "reliability",
+            "weakest step",
+            "abandoned",
+            "next faster band",
+        ],
+        summary,
+        right={3},
     )
     ranked = advice.worth_making_faster()
     lines += ["", "Worth making faster (delay cost saved by the next faster band, highest first)"]
@@ -167,6 +185,8 @@ def option_name(option: Option) -> str:
 
 
 def _capacity(option: Option) -> str:
+    if not option.cost.instances and not option.cost.instance_hours:
+        return "-"
     if option.cost.instances is None:
         return f"{option.cost.instance_hours:,.1f} h"
     return f"{option.cost.instances} inst"
@@ -187,13 +207,16 @@ def _duration(seconds: float) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  " + "  ".join(
-            cell.rjust(width) if index in right else cell.ljust(width)
-            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
+        return (
+            "  "
+            + "  ".join(
+                cell.rjust(width) if index in right else cell.ljust(width)
+                for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+        )
 
     return [line(headers), "  " + "  ".join("-" * width for width in widths)] + [
         line(row) for row in rows
