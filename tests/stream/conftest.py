@@ -21,7 +21,6 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-
 class MakeBroker(Protocol):
     async def __call__(self, bound: StreamBound | None = None) -> Broker: ...
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
 from nearline.stream.broker import Broker, Consumer, Entry, Message, StreamBound, StreamFull
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tests.stream.conftest import MakeBroker
@@ -252,9 +252,7 @@ async def test_tail_of_new_entries_sees_what_is_published_later(
     assert [e.id for e in received] == later
 
 
-async def test_trim_drops_only_what_every_group_acknowledged(
-    broker: Broker, prefix: str
-) -> None:
+async def test_trim_drops_only_what_every_group_acknowledged(broker: Broker, prefix: str) -> None:
     stream = f"{prefix}-source"
     await broker.create_group(stream, "a")
     await broker.create_group(stream, "b")

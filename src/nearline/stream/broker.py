@@ -14,11 +14,15 @@ published is known wherever it travels (end-to-end latency is measured from it).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 EntryData = Mapping[str, Any]
+
+logger = logging.getLogger("nearline.stream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +168,31 @@ class Broker(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def publish_patiently(
+    broker: Broker,
+    stream: str,
+    messages: Sequence[Message],
+    *,
+    stop: asyncio.Event | None = None,
+    max_wait_s: float | None = None,
+) -> list[str]:
+    """Publish, waiting while ``stream`` is full: how a producer obeys backpressure.
+
+    Re-raises ``StreamFull`` once ``stop`` is set or after ``max_wait_s`` of waiting.
+    """
+    waited = 0.0
+    while True:
+        try:
+            return await broker.publish(stream, messages)
+        except StreamFull as full:
+            out_of_time = max_wait_s is not None and waited + full.retry_after_s > max_wait_s
+            if out_of_time or (stop is not None and stop.is_set()):
+                raise
+            logger.debug("%s; waiting", full)
+            await asyncio.sleep(full.retry_after_s)
+            waited += full.retry_after_s
 
 
 async def publish_one(broker: Broker, stream: str, data: EntryData) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+
 import orjson
 
 from nearline.stream.broker import (
@@ -216,10 +218,8 @@ class MemoryConsumer:
                 return taken
             reclaim_in = self._next_reclaim_in()
             wait = remaining if reclaim_in is None else min(remaining, reclaim_in + 0.001)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), wait)
-            except TimeoutError:
-                pass
 
     async def ack(self, ids: Sequence[str]) -> None:
         for entry_id in ids:

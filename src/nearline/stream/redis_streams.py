@@ -81,7 +81,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
+def _decode(fields: Any) -> dict[str, Any]:
     payload = fields.get(DATA_FIELD)
     if payload is not None and len(fields) == 1:
         data = orjson.loads(payload)
@@ -121,8 +121,11 @@ class RedisStreamsBroker:
         if not messages:
             return []
         bound = self._bound.for_stream(stream)
-        args: list[Any] = [-1 if bound is None else bound, self._dedupe_ttl_s,
-                           dedupe_prefix(stream)]
+        args: list[Any] = [
+            -1 if bound is None else bound,
+            self._dedupe_ttl_s,
+            dedupe_prefix(stream),
+        ]
         for message in messages:
             args.append(message.dedupe_key or "")
             args.append(orjson.dumps(dict(message.data)))
@@ -168,7 +171,7 @@ class RedisStreamsBroker:
 
     async def _count_after(self, stream: str, entry_id: str) -> int:
         with _boundary("xrange"):
-            entries = await self._redis.xrange(stream, min=f"({entry_id}", max="+")
+            entries: Any = await self._redis.xrange(stream, min=f"({entry_id}", max="+")
         return len(entries)
 
     async def length(self, stream: str) -> int:
@@ -177,7 +180,7 @@ class RedisStreamsBroker:
 
     async def _last_id(self, stream: str) -> str:
         with _boundary("xrevrange"):
-            last = await self._redis.xrevrange(stream, count=1)
+            last: Any = await self._redis.xrevrange(stream, count=1)
         return _text(last[0][0]) if last else "0-0"
 
     async def tail(self, stream: str, after: str | None) -> AsyncIterator[Entry]:
@@ -186,7 +189,7 @@ class RedisStreamsBroker:
             position = "0-0"
         while True:
             with _boundary("xread"):
-                response = await self._redis.xread(
+                response: Any = await self._redis.xread(
                     {stream: position}, count=500, block=_TAIL_BLOCK_MS
                 )
             for _name, entries in response or []:
@@ -202,7 +205,7 @@ class RedisStreamsBroker:
         for info in groups:
             if int(info["pending"]) > 0:
                 with _boundary("xpending"):
-                    summary = await self._redis.xpending(stream, _text(info["name"]))
+                    summary: Any = await self._redis.xpending(stream, _text(info["name"]))
                 keep_from.append(_text(summary["min"]))
             else:
                 keep_from.append(_text(info["last-delivered-id"]))
@@ -216,8 +219,12 @@ class RedisStreamsBroker:
         with _boundary("delete"):
             for stream in streams:
                 await self._redis.delete(stream)
-                keys = [key async for key in self._redis.scan_iter(
-                    match=dedupe_prefix(stream) + "*", count=1000)]
+                keys = [
+                    key
+                    async for key in self._redis.scan_iter(
+                        match=dedupe_prefix(stream) + "*", count=1000
+                    )
+                ]
                 for start in range(0, len(keys), 1000):
                     await self._redis.delete(*keys[start : start + 1000])
 
@@ -243,18 +250,22 @@ class RedisConsumer:
             return []
         self._next_reclaim_at = now + self._reclaim_every_s
         with _boundary("xpending"):
-            idle = await self._redis.xpending_range(
-                self._stream, self._group, min="-", max="+", count=count,
+            idle: Any = await self._redis.xpending_range(
+                self._stream,
+                self._group,
+                min="-",
+                max="+",
+                count=count,
                 idle=self._reclaim_idle_ms,
             )
         if not idle:
             return []
         deliveries = {_text(p["message_id"]): int(p["times_delivered"]) + 1 for p in idle}
         with _boundary("xclaim"):
-            claimed = await self._redis.xclaim(
+            claimed: Any = await self._redis.xclaim(
                 self._stream, self._group, self._name, self._reclaim_idle_ms, list(deliveries)
             )
-        entries = []
+        entries: list[Entry] = []
         for raw_id, fields in claimed:
             entry_id = _text(raw_id)
             if fields is None:  # deleted from the stream while pending: nothing to redo
@@ -268,8 +279,11 @@ class RedisConsumer:
         if reclaimed:
             return reclaimed
         with _boundary("xreadgroup"):
-            response = await self._redis.xreadgroup(
-                self._group, self._name, {self._stream: ">"}, count=count,
+            response: Any = await self._redis.xreadgroup(
+                self._group,
+                self._name,
+                {self._stream: ">"},
+                count=count,
                 block=block_ms if block_ms > 0 else None,
             )
         return [
@@ -287,8 +301,13 @@ class RedisConsumer:
         if ids:
             with _boundary("xclaim"):
                 await self._redis.xclaim(
-                    self._stream, self._group, self._name, 0, list(ids),
-                    idle=_GIVEN_BACK_IDLE_MS, justid=True,
+                    self._stream,
+                    self._group,
+                    self._name,
+                    0,
+                    list(ids),
+                    idle=_GIVEN_BACK_IDLE_MS,
+                    justid=True,
                 )
             self._next_reclaim_at = 0.0
 

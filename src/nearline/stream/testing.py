@@ -1,0 +1,64 @@
+"""Test doubles shipped with nearline: handlers for tests, demos and the ``kill -9`` check.
+
+Reference them from a worker config as ``nearline.stream.testing:<name>``; the factories take
+the pipeline's ``options``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from nearline.stream.broker import Entry
+from nearline.stream.pipeline import Result, SyncHandler
+
+
+class PoisonError(ValueError):
+    """Raised by ``poison_aware`` handlers for entries marked ``{"poison": true}``."""
+
+
+def echo(batch: list[Entry]) -> list[Result]:
+    """One result per entry: its data, with the batch size it was handled in."""
+    return [{**entry.data, "batch_size": len(batch)} for entry in batch]
+
+
+async def async_echo(batch: list[Entry]) -> list[Result]:
+    await asyncio.sleep(0)
+    return echo(batch)
+
+
+def slow_echo(delay_ms: float = 100.0, fail_marked: bool = True) -> SyncHandler:
+    """``echo`` that takes ``delay_ms`` per batch (a model's work), raising on poison entries."""
+
+    def handle(batch: list[Entry]) -> list[Result]:
+        if fail_marked:
+            raise_on_poison(batch)
+        time.sleep(delay_ms / 1000)
+        return echo(batch)
+
+    return handle
+
+
+def raise_on_poison(batch: Sequence[Entry]) -> None:
+    for entry in batch:
+        if entry.data.get("poison"):
+            raise PoisonError(f"cannot handle entry {entry.id}: it is poison")
+
+
+@dataclass
+class RecordingHandler:
+    """Remembers every batch it was called with; fails on entries marked poison."""
+
+    batches: list[list[Entry]] = field(default_factory=list)
+    results: bool = True
+
+    def __call__(self, batch: list[Entry]) -> list[Result]:
+        self.batches.append(list(batch))
+        raise_on_poison(batch)
+        return echo(batch) if self.results else [None] * len(batch)
+
+    @property
+    def calls(self) -> int:
+        return len(self.batches)

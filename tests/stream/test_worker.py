@@ -1,0 +1,258 @@
+"""The worker loop on real brokers, with one and with several consumers per pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import pytest
+
+from nearline.stream.broker import Broker, Consumer, Entry, Message
+from nearline.stream.pipeline import Pipeline
+from nearline.stream.testing import RecordingHandler, async_echo
+from nearline.stream.worker import Worker, WorkerOptions
+
+if TYPE_CHECKING:
+    from tests.stream.conftest import MakeBroker
+
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.parametrize("broker_kind", ["memory", "redis", "rabbitmq"], indirect=True),
+]
+
+
+@pytest.fixture(params=[1, 3], ids=["one-consumer", "many-consumers"])
+def concurrency(request: pytest.FixtureRequest) -> int:
+    value: int = request.param
+    return value
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.started.wait(), 5)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def all_entries(broker: Broker, stream: str) -> list[Entry]:
+    """Everything ``stream`` holds now."""
+    got: list[Entry] = []
+
+    async def collect() -> None:
+        async for entry in broker.tail(stream, "0"):
+            got.append(entry)
+
+    with_timeout = asyncio.create_task(collect())
+    await asyncio.sleep(0.3)
+    with_timeout.cancel()
+    await asyncio.gather(with_timeout, return_exceptions=True)
+    return got
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def publish_numbers(broker: Broker, stream: str, numbers: Sequence[int]) -> list[str]:
+    return await broker.publish(stream, [Message({"n": n}) for n in numbers])
+
+
+async def count_results(broker: Broker, stream: str, group: str, want: int) -> list[Entry]:
+    consumer = broker.consumer(stream, group, "checker")
+    got: list[Entry] = []
+    deadline = time.monotonic() + 10
+    while len(got) < want and time.monotonic() < deadline:
+        batch = await consumer.read(want, block_ms=100)
+        await consumer.ack([e.id for e in batch])
+        got += batch
+    got += await consumer.read(want, block_ms=300)  # anything more would be a duplicate
+    return got
+
+
+async def test_every_entry_gets_exactly_one_result(
+    broker: Broker, prefix: str, concurrency: int
+) -> None:
+    source, results = f"{prefix}-source", f"{prefix}-results"
+    await broker.create_group(results, "check")
+    handler = RecordingHandler()
+    pipeline = Pipeline("p", source, handler, results=results, max_batch=10, window_ms=20,
+                        concurrency=concurrency)
+    worker = Worker(broker, [pipeline])
+
+    async with running(worker):
+        ids = await publish_numbers(broker, source, range(50))
+        got = await count_results(broker, results, "check", 50)
+
+    assert sorted(e.data["source_id"] for e in got) == sorted(ids)
+    assert sorted(e.data["n"] for e in got) == list(range(50))
+    info = await broker.group_info(source, "p")
+    assert (info.lag, info.pending) == (0, 0)
+    assert all(len(batch) <= 10 for batch in handler.batches)
+
+
+async def test_a_batch_is_handled_when_its_window_ends_without_filling_up(
+    broker: Broker, prefix: str
+) -> None:
+    source = f"{prefix}-source"
+    handler = RecordingHandler()
+    pipeline = Pipeline("p", source, handler, max_batch=1000, window_ms=300)
+    worker = Worker(broker, [pipeline])
+
+    async with running(worker):
+        for n in range(3):
+            await publish_numbers(broker, source, [n])
+            await asyncio.sleep(0.02)
+
+        async def handled() -> bool:
+            return sum(len(b) for b in handler.batches) == 3
+
+        await eventually(handled, timeout_s=5)
+
+    assert [[e.data["n"] for e in batch] for batch in handler.batches] == [[0, 1, 2]]
+
+
+async def test_the_filter_skips_entries_and_they_are_still_acknowledged(
+    broker: Broker, prefix: str
+) -> None:
+    source, results = f"{prefix}-source", f"{prefix}-results"
+    await broker.create_group(results, "check")
+    handler = RecordingHandler()
+    pipeline = Pipeline("p", source, handler, results=results, window_ms=10,
+                        filter=lambda entry: entry.data["n"] % 2 == 0)
+    worker = Worker(broker, [pipeline])
+
+    async with running(worker):
+        await publish_numbers(broker, source, range(10))
+        got = await count_results(broker, results, "check", 5)
+
+        async def settled() -> bool:
+            return (await broker.group_info(source, "p")).pending == 0
+
+        await eventually(settled)
+
+    assert sorted(e.data["n"] for e in got) == [0, 2, 4, 6, 8]
+    assert all(e.data["n"] % 2 == 0 for batch in handler.batches for e in batch)
+
+
+async def test_a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_succeed(
+    broker: Broker, prefix: str, concurrency: int
+) -> None:
+    source, results, dead = f"{prefix}-source", f"{prefix}-results", f"{prefix}-dead"
+    await broker.create_group(results, "check")
+    await broker.create_group(dead, "check")
+    pipeline = Pipeline("p", source, RecordingHandler(), results=results, dead_letter=dead,
+                        max_batch=20, window_ms=50, max_deliveries=3, concurrency=concurrency)
+    worker = Worker(broker, [pipeline], WorkerOptions(reclaim_idle_ms=200))
+
+    async with running(worker):
+        ids = await broker.publish(
+            source, [Message({"n": n, "poison": n == 4}) for n in range(10)]
+        )
+        got = await count_results(broker, results, "check", 9)
+        dead_letters = await count_results(broker, dead, "check", 1)
+
+    assert sorted(e.data["n"] for e in got) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert len(dead_letters) == 1
+    letter = dead_letters[0].data
+    assert letter["source_id"] == ids[4]
+    assert letter["data"] == {"n": 4, "poison": True}
+    assert letter["deliveries"] == 3
+    assert "PoisonError" in letter["error"] and "poison" in letter["error"]
+    assert (await broker.group_info(source, "p")).pending == 0
+
+
+async def test_a_result_written_before_a_crash_is_not_written_again(
+    make_broker: MakeBroker, prefix: str
+) -> None:
+    """The worker dies after publishing results but before acknowledging: no duplicates."""
+    broker = await make_broker()
+    source, results = f"{prefix}-source", f"{prefix}-results"
+    await broker.create_group(results, "check")
+    pipeline = Pipeline("p", source, RecordingHandler(), results=results, max_batch=5,
+                        window_ms=10)
+    forgetful = Worker(_NeverAcks(broker), [pipeline], WorkerOptions(reclaim_idle_ms=60_000))
+    async with running(forgetful):
+        ids = await publish_numbers(broker, source, range(12))
+        first = await count_results(broker, results, "check", 12)
+    assert len(first) == 12
+    assert (await broker.group_info(source, "p")).pending == 12
+
+    handler = RecordingHandler()
+    again = Pipeline("p", source, handler, results=results, max_batch=5, window_ms=10)
+    async with running(Worker(broker, [again], WorkerOptions(reclaim_idle_ms=200))):
+
+        async def settled() -> bool:
+            return (await broker.group_info(source, "p")).pending == 0
+
+        await eventually(settled)
+
+    assert sum(len(b) for b in handler.batches) == 12  # it really did all of them again
+    assert all(e.deliveries == 2 for batch in handler.batches for e in batch)
+    assert await count_results(broker, results, "check", 1) == []  # and wrote nothing new
+    everything = [e.data["source_id"] for e in await all_entries(broker, results)]
+    assert sorted(everything) == sorted(ids)
+
+
+async def test_async_handlers_run_on_the_loop(broker: Broker, prefix: str) -> None:
+    source, results = f"{prefix}-source", f"{prefix}-results"
+    await broker.create_group(results, "check")
+    pipeline = Pipeline("p", source, async_echo, results=results, window_ms=10)
+
+    async with running(Worker(broker, [pipeline])):
+        await publish_numbers(broker, source, range(5))
+        got = await count_results(broker, results, "check", 5)
+
+    assert sorted(e.data["n"] for e in got) == list(range(5))
+
+
+async def test_a_handler_breaking_the_contract_dead_letters_instead_of_hanging(
+    broker: Broker, prefix: str
+) -> None:
+    source, dead = f"{prefix}-source", f"{prefix}-dead"
+    await broker.create_group(dead, "check")
+
+    def wrong(batch: list[Entry]) -> list[dict[str, int]]:
+        return []
+
+    pipeline = Pipeline("p", source, wrong, dead_letter=dead, window_ms=10, max_deliveries=1)
+    async with running(Worker(broker, [pipeline])):
+        await publish_numbers(broker, source, [1])
+        letters = await count_results(broker, dead, "check", 1)
+
+    assert len(letters) == 1
+    assert "one result per entry" in letters[0].data["error"]
+
+
+class _NeverAcks:
+    """A broker whose consumers forget to acknowledge: a worker that crashes before ``ack``."""
+
+    def __init__(self, inner: Broker) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def consumer(self, stream: str, group: str, name: str, *, reclaim_idle_ms: int = 30_000
+                 ) -> Consumer:
+        inner = self._inner.consumer(stream, group, name, reclaim_idle_ms=reclaim_idle_ms)
+
+        class Forgetful:
+            read = inner.read
+            retry = inner.retry
+            close = inner.close
+
+            async def ack(self, ids: Sequence[str]) -> None:
+                return None
+
+        return Forgetful()
