@@ -125,9 +125,7 @@ async def test_duplicate_texts_are_encoded_once() -> None:
 async def test_a_model_error_reaches_every_caller_of_the_batch_and_the_batcher_recovers() -> None:
     batcher = EmbeddingBatcher(FailingEmbedder(), max_wait_s=0.01)
 
-    results = await asyncio.gather(
-        batcher.embed("a"), batcher.embed("b"), return_exceptions=True
-    )
+    results = await asyncio.gather(batcher.embed("a"), batcher.embed("b"), return_exceptions=True)
 
     assert all(isinstance(r, ValueError) for r in results)
     with pytest.raises(ValueError, match="model exploded"):

