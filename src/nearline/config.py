@@ -46,6 +46,7 @@ class ApiKey(_Strict):
 
 class AuthSettings(_Strict):
     keys: list[ApiKey] = Field(default_factory=list)
+    admin_keys: list[str] = Field(default_factory=list)  # SHA-256 digests; /admin/* calls
     allow_anonymous_on_public_bind: bool = False
 
 
@@ -78,12 +79,28 @@ class RedisSettings(_Strict):
     url: str | None = Field(default=None, pattern=r"^rediss?://")
 
 
+class ExactCacheSettings(_Strict):
+    enabled: bool = True
+    ttl_s: float = Field(default=3600.0, gt=0)
+    stale_while_revalidate_s: float = Field(default=0.0, ge=0)
+    max_entries: int = Field(default=10_000, ge=1)  # in-memory store only
+
+
+class CacheSettings(_Strict):
+    """Cache tiers in front of inference. With ``redis.url`` set, entries live in Redis."""
+
+    exact: ExactCacheSettings = Field(default_factory=ExactCacheSettings)
+    replay_tokens_per_s: float = Field(default=0.0, ge=0)  # 0: replay hits at once
+
+
 class ModelRoute(_Strict):
     """A public model name: which provider serves it, under which upstream name."""
 
     provider: str = LOCAL_PROVIDER
     upstream_model: str | None = None
     supports_tools: bool = False
+    # always: cache every complete answer; deterministic: only temperature 0 or a fixed seed
+    cache: Literal["always", "deterministic", "never"] = "always"
 
 
 def _default_models() -> dict[str, ModelRoute]:
@@ -103,6 +120,7 @@ class Settings(BaseSettings):
     providers: dict[str, HttpProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelRoute] = Field(default_factory=_default_models)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     # Each face adds its own section here, defined in its own package:
     # worker: WorkerSettings (nearline.stream.settings), cache: ..., routing: ...
 

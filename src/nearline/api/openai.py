@@ -12,6 +12,7 @@ from starlette.responses import Response, StreamingResponse
 
 from nearline.api.responses import SSE_HEADERS, JSONBody
 from nearline.api.state import app_state
+from nearline.cache import policy as cache_policy
 from nearline.errors import InvalidRequest
 from nearline.serving.pipeline import Answer
 from nearline.serving.request import ChatRequest
@@ -68,13 +69,26 @@ async def chat_completions(request: Request) -> Response:
     tenant = request_tenant(request)
     chat = parse_chat_request(await request.body())
     call = state.pipeline.resolve(chat, tenant)
-    answer = await state.pipeline.answer(call)
-    if not chat.stream:
-        return JSONBody(await collect_body(chat.model, answer.events()))
-    encoder = ChunkEncoder(model=chat.model, include_usage=chat.include_usage)
-    return StreamingResponse(
-        _sse(encoder, answer), media_type="text/event-stream", headers=SSE_HEADERS
+    answer = await state.pipeline.answer(
+        call, cache_policy.from_header(request.headers.get("cache-control"))
     )
+    provenance = _provenance(answer)
+    headers = {"x-nearline-source": answer.source}
+    if answer.similarity is not None:
+        headers["x-nearline-similarity"] = f"{answer.similarity:.4f}"
+    if not chat.stream:
+        body = await collect_body(chat.model, answer.events())
+        body["nearline"] = provenance
+        return JSONBody(body, headers=headers)
+    encoder = ChunkEncoder(model=chat.model, include_usage=chat.include_usage, extension=provenance)
+    return StreamingResponse(
+        _sse(encoder, answer), media_type="text/event-stream", headers=SSE_HEADERS | headers
+    )
+
+
+def _provenance(answer: Answer) -> dict[str, Any]:
+    """nearline's extension field: which tier answered, and how similar its question was."""
+    return {"source": answer.source, "similarity": answer.similarity}
 
 
 async def _sse(encoder: ChunkEncoder, answer: Answer) -> AsyncIterator[bytes]:

@@ -1,27 +1,42 @@
 """The serving pipeline: the one place that decides how a request is answered.
 
-Today it resolves the public model name to a provider and streams that provider's events;
-the cache tiers, progressive answers and routing plug in here, in front of the provider
-call, and nowhere else.
+In order: the exact cache (a complete earlier answer to the same request) → the provider the
+model catalogue names. A stale exact hit is served at once and refreshed once in the
+background. Only complete, successful answers are stored. The semantic tier, progressive
+answers and routing plug in here, and nowhere else.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from nearline.cache import policy
+from nearline.cache.exact import ExactCache, exact_key
+from nearline.cache.exact_store import EntryKey
+from nearline.cache.policy import CacheDirective
+from nearline.cache.recording import RecordedAnswer, recorded, replay
 from nearline.config import ModelRoute
 from nearline.errors import (
-    InvalidRequest,
     ModelNotFound,
     NearlineError,
     PermissionDenied,
     UnsupportedParameter,
+    UpstreamError,
 )
 from nearline.providers.base import Provider, ProviderCall
 from nearline.serving.events import Done, ErrorEvent, Event
 from nearline.serving.request import ChatRequest
 from nearline.tenancy import Tenant
+
+log = logging.getLogger(__name__)
+
+_Store = Callable[[RecordedAnswer], Awaitable[None]]
+
+INFERENCE = "inference"
+EXACT = "exact"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +45,8 @@ class Answer:
 
     first: Event
     rest: AsyncGenerator[Event, None]
+    source: str = INFERENCE
+    similarity: float | None = None
 
     async def events(self) -> AsyncIterator[Event]:
         yield self.first
@@ -41,13 +58,26 @@ class Answer:
 
 
 class ServingPipeline:
-    def __init__(self, models: Mapping[str, ModelRoute], providers: Mapping[str, Provider]) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, ModelRoute],
+        providers: Mapping[str, Provider],
+        exact: ExactCache | None = None,
+        replay_tokens_per_s: float = 0.0,
+    ) -> None:
         self._models = dict(models)
         self._providers = dict(providers)
+        self._exact = exact
+        self._replay_tokens_per_s = replay_tokens_per_s
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     @property
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    @property
+    def exact_cache(self) -> ExactCache | None:
+        return self._exact
 
     def resolve(self, request: ChatRequest, tenant: Tenant) -> ProviderCall:
         """Check the request against the catalogue and the tenant's rights; name its provider."""
@@ -70,24 +100,74 @@ class ServingPipeline:
             request=request,
             upstream_model=route.upstream_model or request.model,
             tenant=tenant.name,
-            deadline=None,
         )
 
-    def provider_for(self, call: ProviderCall) -> Provider:
-        return self._providers[self._models[call.request.model].provider]
-
-    async def answer(self, call: ProviderCall) -> Answer:
+    async def answer(
+        self, call: ProviderCall, client_directive: CacheDirective | None = None
+    ) -> Answer:
         """Start answering; raise ``NearlineError`` if it fails before the first event."""
-        provider = self.provider_for(call)
-        events = _guarded(provider.stream(call))
+        route = self._models[call.request.model]
+        directive = (
+            (client_directive or CacheDirective())
+            .also(policy.from_request(call.request))
+            .also(policy.from_model(route, call.request))
+        )
+        key = exact_key(call, route.provider) if self._exact is not None else None
+        if self._exact is not None and key is not None and directive.lookup:
+            hit = await self._exact.get(key)
+            if hit is not None:
+                if hit.stale:
+                    self._refresh_in_background(call, key)
+                events = replay(hit.answer, EXACT, self._replay_tokens_per_s)
+                return Answer(first=await anext(events), rest=events, source=EXACT, similarity=1.0)
+        events = self._infer(call)
+        if self._exact is not None and key is not None and directive.store:
+            events = recorded(events, self._storer(key))
+        return await _started(events, INFERENCE)
+
+    def _infer(self, call: ProviderCall) -> AsyncGenerator[Event, None]:
+        provider = self._providers[self._models[call.request.model].provider]
+        return _guarded(provider.stream(call))
+
+    def _storer(self, key: EntryKey) -> _Store:
+        exact = self._exact
+        assert exact is not None
+
+        async def store(answer: RecordedAnswer) -> None:
+            await exact.put(key, answer)
+
+        return store
+
+    def _refresh_in_background(self, call: ProviderCall, key: EntryKey) -> None:
+        if key.digest in self._refreshing:
+            return  # one refresh per stale entry
+        task = asyncio.create_task(self._refresh(call, key))
+        self._refreshing[key.digest] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(key.digest, None))
+
+    async def _refresh(self, call: ProviderCall, key: EntryKey) -> None:
         try:
-            first = await anext(events)
-        except StopAsyncIteration as exc:
-            raise InvalidRequest("the provider produced no answer") from exc
-        if isinstance(first, ErrorEvent):
-            await events.aclose()
-            raise first.error
-        return Answer(first=first, rest=events)
+            async for event in recorded(self._infer(call), self._storer(key)):
+                if isinstance(event, ErrorEvent):
+                    log.warning("stale-entry refresh failed: %s", event.error.message)
+        except NearlineError as error:
+            log.warning("stale-entry refresh failed: %s", error.message)
+
+    async def aclose(self) -> None:
+        for task in list(self._refreshing.values()):
+            task.cancel()
+        await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
+
+
+async def _started(events: AsyncGenerator[Event, None], source: str) -> Answer:
+    try:
+        first = await anext(events)
+    except StopAsyncIteration as exc:
+        raise UpstreamError("the provider produced no answer") from exc
+    if isinstance(first, ErrorEvent):
+        await events.aclose()
+        raise first.error
+    return Answer(first=first, rest=events, source=source)
 
 
 async def _guarded(events: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:

@@ -51,6 +51,7 @@ def sse_frame(body: dict[str, Any]) -> bytes:
 class ChunkEncoder:
     model: str
     include_usage: bool
+    extension: dict[str, Any] | None = None
     completion_id: str = field(default_factory=new_completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
     _pending_usage: Usage | None = None
@@ -68,8 +69,10 @@ class ChunkEncoder:
         )
 
     def opening(self) -> bytes:
+        extra = {} if self.extension is None else {"nearline": self.extension}
         return self._chunk(
-            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+            **extra,
         )
 
     def encode(self, event: Event) -> bytes:
