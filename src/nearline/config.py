@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from nearline.stream.settings import WorkerSettings
+
 LOCAL_PROVIDER = "local"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 
@@ -121,6 +123,7 @@ class Settings(BaseSettings):
     models: dict[str, ModelRoute] = Field(default_factory=_default_models)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     # Each face adds its own section here, defined in its own package:
     # worker: WorkerSettings (nearline.stream.settings), cache: ..., routing: ...
 
