@@ -209,7 +209,7 @@ def test_errored_streams_are_never_stored():
 
 def test_a_stream_the_client_abandoned_is_never_stored():
     behaviour = MockBehaviour(ttft_s=0.01, tokens_per_s=20, completion_tokens=60)
-    with stack(behaviour) as (mock_url, [url]):
+    with stack(behaviour) as (_mock_url, [url]):
         body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "q"}]}
         with httpx.stream(
             "POST",
@@ -248,7 +248,7 @@ def test_stale_entries_are_served_at_once_and_refreshed_once_in_the_background()
 
 
 def test_admin_purge_by_tenant_and_by_model():
-    with stack() as (mock_url, [url]):
+    with stack() as (_mock_url, [url]):
         ask(url, key="sk-a")
         ask(url, key="sk-b")
         denied = httpx.post(
