@@ -120,6 +120,9 @@ def _face_commands() -> list[Callable[[Any], None]]:
     from nearline.advise.cli import add_commands as add_advise_commands
 
     faces.append(add_advise_commands)
+    from nearline.stream.cli import add_commands as add_stream_commands
+
+    faces.append(add_stream_commands)
     return faces
 
 

@@ -86,8 +86,9 @@ async def test_every_entry_gets_exactly_one_result(
     source, results = f"{prefix}-source", f"{prefix}-results"
     await broker.create_group(results, "check")
     handler = RecordingHandler()
-    pipeline = Pipeline("p", source, handler, results=results, max_batch=10, window_ms=20,
-                        concurrency=concurrency)
+    pipeline = Pipeline(
+        "p", source, handler, results=results, max_batch=10, window_ms=20, concurrency=concurrency
+    )
     worker = Worker(broker, [pipeline])
 
     async with running(worker):
@@ -128,8 +129,14 @@ async def test_the_filter_skips_entries_and_they_are_still_acknowledged(
     source, results = f"{prefix}-source", f"{prefix}-results"
     await broker.create_group(results, "check")
     handler = RecordingHandler()
-    pipeline = Pipeline("p", source, handler, results=results, window_ms=10,
-                        filter=lambda entry: entry.data["n"] % 2 == 0)
+    pipeline = Pipeline(
+        "p",
+        source,
+        handler,
+        results=results,
+        window_ms=10,
+        filter=lambda entry: entry.data["n"] % 2 == 0,
+    )
     worker = Worker(broker, [pipeline])
 
     async with running(worker):
@@ -151,14 +158,21 @@ async def test_a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_succee
     source, results, dead = f"{prefix}-source", f"{prefix}-results", f"{prefix}-dead"
     await broker.create_group(results, "check")
     await broker.create_group(dead, "check")
-    pipeline = Pipeline("p", source, RecordingHandler(), results=results, dead_letter=dead,
-                        max_batch=20, window_ms=50, max_deliveries=3, concurrency=concurrency)
+    pipeline = Pipeline(
+        "p",
+        source,
+        RecordingHandler(),
+        results=results,
+        dead_letter=dead,
+        max_batch=20,
+        window_ms=50,
+        max_deliveries=3,
+        concurrency=concurrency,
+    )
     worker = Worker(broker, [pipeline], WorkerOptions(reclaim_idle_ms=200))
 
     async with running(worker):
-        ids = await broker.publish(
-            source, [Message({"n": n, "poison": n == 4}) for n in range(10)]
-        )
+        ids = await broker.publish(source, [Message({"n": n, "poison": n == 4}) for n in range(10)])
         got = await count_results(broker, results, "check", 9)
         dead_letters = await count_results(broker, dead, "check", 1)
 
@@ -179,8 +193,7 @@ async def test_a_result_written_before_a_crash_is_not_written_again(
     broker = await make_broker()
     source, results = f"{prefix}-source", f"{prefix}-results"
     await broker.create_group(results, "check")
-    pipeline = Pipeline("p", source, RecordingHandler(), results=results, max_batch=5,
-                        window_ms=10)
+    pipeline = Pipeline("p", source, RecordingHandler(), results=results, max_batch=5, window_ms=10)
     forgetful = Worker(_NeverAcks(broker), [pipeline], WorkerOptions(reclaim_idle_ms=60_000))
     async with running(forgetful):
         ids = await publish_numbers(broker, source, range(12))
@@ -243,8 +256,9 @@ class _NeverAcks:
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
-    def consumer(self, stream: str, group: str, name: str, *, reclaim_idle_ms: int = 30_000
-                 ) -> Consumer:
+    def consumer(
+        self, stream: str, group: str, name: str, *, reclaim_idle_ms: int = 30_000
+    ) -> Consumer:
         inner = self._inner.consumer(stream, group, name, reclaim_idle_ms=reclaim_idle_ms)
 
         class Forgetful:

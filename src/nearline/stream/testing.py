@@ -7,6 +7,7 @@ the pipeline's ``options``.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,12 @@ class PoisonError(ValueError):
 
 
 def echo(batch: list[Entry]) -> list[Result]:
-    """One result per entry: its data, with the batch size it was handled in."""
-    return [{**entry.data, "batch_size": len(batch)} for entry in batch]
+    """One result per entry: its data, the batch size, its delivery count and who handled it."""
+    pid = os.getpid()
+    return [
+        {**entry.data, "batch_size": len(batch), "deliveries": entry.deliveries, "pid": pid}
+        for entry in batch
+    ]
 
 
 async def async_echo(batch: list[Entry]) -> list[Result]:

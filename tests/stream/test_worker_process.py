@@ -1,0 +1,202 @@
+"""``nearline worker`` as real processes on real Redis: kill -9 mid-batch, two workers, poison."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+import yaml
+
+from nearline.stream.broker import Message
+from nearline.stream.redis_streams import RedisStreamsBroker
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+_CLI = "import sys; from nearline.cli import main; sys.exit(main())"
+
+
+def write_config(path: Path, prefix: str, *, delay_ms: float, max_batch: int) -> Path:
+    config = {
+        "redis": {"url": REDIS_URL},
+        "worker": {
+            "broker": "redis",
+            "reclaim_idle_ms": 1000,
+            "pipelines": [
+                {
+                    "name": "echo",
+                    "source": f"{prefix}-source",
+                    "handler": "nearline.stream.testing:slow_echo",
+                    "options": {"delay_ms": delay_ms},
+                    "results": f"{prefix}-results",
+                    "dead_letter": f"{prefix}-dead",
+                    "max_batch": max_batch,
+                    "window_ms": 20,
+                    "max_deliveries": 3,
+                }
+            ],
+        },
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class WorkerProcesses:
+    def __init__(self, config: Path, logs: Path) -> None:
+        self.config = config
+        self.logs = logs
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"worker-{len(self.started)}.log").open("wb")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _CLI,
+                "worker",
+                "--config",
+                str(self.config),
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def workers(tmp_path: Path, prefix: str) -> Iterator[WorkerProcesses]:
+    running = WorkerProcesses(tmp_path / "worker.yaml", tmp_path)
+    yield running
+    running.stop_all()
+
+
+@pytest.fixture
+async def redis_broker(prefix: str) -> RedisStreamsBroker:
+    broker = RedisStreamsBroker.from_url(REDIS_URL)
+    yield broker  # type: ignore[misc]
+    await broker.delete(f"{prefix}-source", f"{prefix}-results", f"{prefix}-dead")
+    await broker.aclose()
+
+
+async def results_by_source(client: redis.Redis, stream: str) -> list[dict[str, object]]:
+    import orjson
+
+    entries = await client.xrange(stream)
+    return [orjson.loads(fields[b"d"]) for _id, fields in entries]
+
+
+async def wait_for(check, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_kill_9_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
+    workers: WorkerProcesses, redis_broker: RedisStreamsBroker, prefix: str, tmp_path: Path
+) -> None:
+    source, results = f"{prefix}-source", f"{prefix}-results"
+    write_config(workers.config, prefix, delay_ms=150, max_batch=20)
+    client = redis_broker.client
+    await redis_broker.create_group(source, "echo")
+    ids = await redis_broker.publish(source, [Message({"n": n}) for n in range(300)])
+
+    victim = workers.start()
+
+    async def mid_batch() -> bool:
+        done = await client.xlen(results)
+        pending = (await redis_broker.group_info(source, "echo")).pending
+        return 40 <= done <= 200 and pending > 0
+
+    await wait_for(mid_batch, 30, "the worker to be mid-batch")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=5)
+    in_flight = (await redis_broker.group_info(source, "echo")).pending
+    assert in_flight > 0, "the kill should leave entries read and not acknowledged"
+
+    workers.start()
+
+    async def all_done() -> bool:
+        info = await redis_broker.group_info(source, "echo")
+        return info.lag == 0 and info.pending == 0
+
+    await wait_for(all_done, 60, "the restarted worker to finish")
+    written = await results_by_source(client, results)
+    source_ids = [str(r["source_id"]) for r in written]
+    assert len(source_ids) == len(set(source_ids)), "duplicate results"
+    assert sorted(source_ids) == sorted(ids), "lost or unexpected results"
+    assert sorted(int(r["n"]) for r in written) == list(range(300))  # type: ignore[call-overload]
+    redelivered = [r for r in written if int(r["deliveries"]) > 1]  # type: ignore[call-overload]
+    assert redelivered, "the entries in flight at the kill were handled again"
+    assert len({r["pid"] for r in written}) == 2
+
+
+async def test_two_worker_processes_in_one_group_share_the_load(
+    workers: WorkerProcesses, redis_broker: RedisStreamsBroker, prefix: str
+) -> None:
+    source, results = f"{prefix}-source", f"{prefix}-results"
+    write_config(workers.config, prefix, delay_ms=50, max_batch=10)
+    await redis_broker.create_group(source, "echo")
+    first, second = workers.start(), workers.start()
+    ids = await redis_broker.publish(source, [Message({"n": n}) for n in range(400)])
+
+    async def all_done() -> bool:
+        return await redis_broker.client.xlen(results) >= 400
+
+    await wait_for(all_done, 60, "both workers to finish")
+    written = await results_by_source(redis_broker.client, results)
+    assert sorted(str(r["source_id"]) for r in written) == sorted(ids)
+    per_worker = {
+        pid: sum(1 for r in written if r["pid"] == pid) for pid in (first.pid, second.pid)
+    }
+    assert all(count >= 40 for count in per_worker.values()), per_worker
+
+
+async def test_a_poison_entry_reaches_the_dead_letter_stream_of_a_worker_process(
+    workers: WorkerProcesses, redis_broker: RedisStreamsBroker, prefix: str
+) -> None:
+    source, results, dead = f"{prefix}-source", f"{prefix}-results", f"{prefix}-dead"
+    write_config(workers.config, prefix, delay_ms=1, max_batch=10)
+    await redis_broker.create_group(source, "echo")
+    ids = await redis_broker.publish(
+        source, [Message({"n": n, "poison": n == 7}) for n in range(20)]
+    )
+    workers.start()
+
+    async def settled() -> bool:
+        info = await redis_broker.group_info(source, "echo")
+        return await redis_broker.client.xlen(dead) == 1 and info.pending == 0
+
+    await wait_for(settled, 30, "the poison entry to be dead-lettered")
+    (letter,) = await results_by_source(redis_broker.client, dead)
+    assert letter["source_id"] == ids[7]
+    assert letter["deliveries"] == 3
+    assert "poison" in str(letter["error"])
+    written = await results_by_source(redis_broker.client, results)
+    assert sorted(int(r["n"]) for r in written) == [  # type: ignore[call-overload]
+        n for n in range(20) if n != 7
+    ]
