@@ -95,6 +95,13 @@ class CacheSettings(_Strict):
     replay_tokens_per_s: float = Field(default=0.0, ge=0)  # 0: replay hits at once
 
 
+class PriceSettings(_Strict):
+    """USD per million tokens, for the savings and cost figures."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
 class ModelRoute(_Strict):
     """A public model name: which provider serves it, under which upstream name."""
 
@@ -103,6 +110,7 @@ class ModelRoute(_Strict):
     supports_tools: bool = False
     # always: cache every complete answer; deterministic: only temperature 0 or a fixed seed
     cache: Literal["always", "deterministic", "never"] = "always"
+    price: PriceSettings | None = None
 
 
 def _default_models() -> dict[str, ModelRoute]:

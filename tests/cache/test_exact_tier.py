@@ -291,3 +291,28 @@ def test_two_gateways_sharing_redis_serve_each_others_answers():
             timeout=5,
         )
         assert ask(b, question).headers["x-nearline-source"] == "inference"
+
+
+def test_metrics_count_hits_tokens_and_money_saved():
+    models = {"m": {"provider": "up", "price": {"input_per_mtok": 1000, "output_per_mtok": 2000}}}
+    with serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0.01))) as mock_url:
+        settings = load_settings(providers={"up": {"base_url": f"{mock_url}/v1"}}, models=models)
+        with serve_in_thread(create_app(settings)) as url:
+            body = {"model": "m", "messages": [{"role": "user", "content": "two words"}]}
+            first = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10).json()
+            httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+            text = httpx.get(f"{url}/metrics", timeout=5).text
+    usage = first["usage"]
+    expected_usd = (usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000) / 1e6
+    assert 'nearline_cache_hits_total{tier="exact"} 1.0' in text
+    assert "nearline_cache_misses_total 1.0" in text
+    completion_line = 'nearline_tokens_saved_total{kind="completion",tier="exact"}'
+    assert f"{completion_line} {float(usage['completion_tokens'])}" in text
+    money = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('nearline_money_saved_usd_total{tier="exact"}')
+    )
+    assert float(money.split()[-1]) == pytest.approx(expected_usd)
+    assert 'nearline_requests_total{model="m",outcome="ok",source="exact"} 1.0' in text
+    assert 'nearline_time_to_first_token_seconds_count{model="m",source="inference"} 1.0' in text

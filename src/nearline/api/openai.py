@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -65,12 +66,13 @@ def request_tenant(request: Request) -> Tenant:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
+    received_at = time.perf_counter()
     state = app_state(request)
     tenant = request_tenant(request)
     chat = parse_chat_request(await request.body())
     call = state.pipeline.resolve(chat, tenant)
     answer = await state.pipeline.answer(
-        call, cache_policy.from_header(request.headers.get("cache-control"))
+        call, cache_policy.from_header(request.headers.get("cache-control")), received_at
     )
     provenance = _provenance(answer)
     headers = {"x-nearline-source": answer.source}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ from nearline.errors import (
 from nearline.providers.base import Provider, ProviderCall
 from nearline.serving.events import Done, ErrorEvent, Event
 from nearline.serving.request import ChatRequest
+from nearline.telemetry.metrics import GatewayMetrics
+from nearline.telemetry.observe import Price, observed
 from nearline.tenancy import Tenant
 
 log = logging.getLogger(__name__)
@@ -64,7 +67,9 @@ class ServingPipeline:
         providers: Mapping[str, Provider],
         exact: ExactCache | None = None,
         replay_tokens_per_s: float = 0.0,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or GatewayMetrics()
         self._models = dict(models)
         self._providers = dict(providers)
         self._exact = exact
@@ -102,28 +107,64 @@ class ServingPipeline:
             tenant=tenant.name,
         )
 
+    @property
+    def metrics(self) -> GatewayMetrics:
+        return self._metrics
+
     async def answer(
-        self, call: ProviderCall, client_directive: CacheDirective | None = None
+        self,
+        call: ProviderCall,
+        client_directive: CacheDirective | None = None,
+        received_at: float | None = None,
     ) -> Answer:
         """Start answering; raise ``NearlineError`` if it fails before the first event."""
+        received_at = time.perf_counter() if received_at is None else received_at
+        try:
+            return await self._answer(call, client_directive or CacheDirective(), received_at)
+        except NearlineError as error:
+            self._metrics.upstream_errors.labels(
+                model=call.request.model, code=error.code or ""
+            ).inc()
+            raise
+
+    def _observed(
+        self, events: AsyncIterator[Event], call: ProviderCall, source: str, received_at: float
+    ) -> AsyncGenerator[Event, None]:
         route = self._models[call.request.model]
-        directive = (
-            (client_directive or CacheDirective())
-            .also(policy.from_request(call.request))
-            .also(policy.from_model(route, call.request))
+        price = (
+            Price(route.price.input_per_mtok, route.price.output_per_mtok) if route.price else None
+        )
+        return observed(
+            events,
+            self._metrics,
+            model=call.request.model,
+            source=source,
+            received_at=received_at,
+            price=price,
+        )
+
+    async def _answer(
+        self, call: ProviderCall, client_directive: CacheDirective, received_at: float
+    ) -> Answer:
+        route = self._models[call.request.model]
+        directive = client_directive.also(policy.from_request(call.request)).also(
+            policy.from_model(route, call.request)
         )
         key = exact_key(call, route.provider) if self._exact is not None else None
         if self._exact is not None and key is not None and directive.lookup:
             hit = await self._exact.get(key)
             if hit is not None:
+                self._metrics.cache_hits.labels(tier=EXACT).inc()
                 if hit.stale:
                     self._refresh_in_background(call, key)
-                events = replay(hit.answer, EXACT, self._replay_tokens_per_s)
+                replayed = replay(hit.answer, EXACT, self._replay_tokens_per_s)
+                events = self._observed(replayed, call, EXACT, received_at)
                 return Answer(first=await anext(events), rest=events, source=EXACT, similarity=1.0)
+            self._metrics.cache_misses.inc()
         events = self._infer(call)
         if self._exact is not None and key is not None and directive.store:
             events = recorded(events, self._storer(key))
-        return await _started(events, INFERENCE)
+        return await _started(self._observed(events, call, INFERENCE, received_at), INFERENCE)
 
     def _infer(self, call: ProviderCall) -> AsyncGenerator[Event, None]:
         provider = self._providers[self._models[call.request.model].provider]

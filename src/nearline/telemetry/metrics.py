@@ -1,0 +1,100 @@
+"""Prometheus metrics for what users feel, with bounded label sets only.
+
+Labels are limited to configured model names, cache tiers/sources, providers and error
+codes — never tenants, prompts or request ids. Each app owns its registry (no globals), so
+several gateways can live in one process (tests) without clashing.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from nearline.advise.bands import band_of
+
+# Buckets around the perception limits: 100 ms instant, 1 s flow, 10 s attention.
+PERCEPTION_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.time_to_first_token = Histogram(
+            "nearline_time_to_first_token_seconds",
+            "From request received to the first answer token sent.",
+            ["model", "source"],
+            buckets=PERCEPTION_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_useful = Histogram(
+            "nearline_time_to_first_useful_content_seconds",
+            "From request received to the first useful content (preliminary or first token).",
+            ["model", "source"],
+            buckets=PERCEPTION_BUCKETS,
+            registry=r,
+        )
+        self.total_latency = Histogram(
+            "nearline_request_duration_seconds",
+            "From request received to the answer's end.",
+            ["model", "source"],
+            buckets=PERCEPTION_BUCKETS,
+            registry=r,
+        )
+        self.tokens_per_second = Histogram(
+            "nearline_completion_tokens_per_second",
+            "Completion tokens per second after the first token.",
+            ["model", "source"],
+            buckets=(5, 10, 20, 40, 80, 160, 320, 640, 1280),
+            registry=r,
+        )
+        self.requests = Counter(
+            "nearline_requests_total",
+            "Answers by how they ended.",
+            ["model", "source", "outcome"],
+            registry=r,
+        )
+        self.perception_band = Counter(
+            "nearline_requests_by_perception_band_total",
+            "Answers by the perception band of their time to first useful content.",
+            ["band"],
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            "nearline_cache_hits_total", "Answers served by a cache tier.", ["tier"], registry=r
+        )
+        self.cache_misses = Counter(
+            "nearline_cache_misses_total", "Lookups no cache tier could answer.", registry=r
+        )
+        self.tokens_saved = Counter(
+            "nearline_tokens_saved_total",
+            "Upstream tokens a cache hit avoided.",
+            ["tier", "kind"],
+            registry=r,
+        )
+        self.money_saved = Counter(
+            "nearline_money_saved_usd_total",
+            "Upstream spend a cache hit avoided (price table).",
+            ["tier"],
+            registry=r,
+        )
+        self.abandoned = Counter(
+            "nearline_abandoned_total",
+            "Clients that left before their answer finished.",
+            ["model", "source"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "nearline_upstream_errors_total",
+            "Errors answered to clients, by code.",
+            ["model", "code"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "nearline_local_queue_depth", "Requests waiting for the local model.", registry=r
+        )
+
+    def observe_perception(self, seconds: float) -> None:
+        self.perception_band.labels(band=band_of(seconds).value).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
