@@ -44,7 +44,7 @@ async def _make_broker(kind: str, bound: StreamBound | None) -> Broker:
         return RedisStreamsBroker.from_url(REDIS_URL, bound)
     from nearline.stream.rabbitmq import RabbitMQBroker
 
-    return await RabbitMQBroker.connect(RABBITMQ_URL, bound)
+    return await RabbitMQBroker.connect(RABBITMQ_URL, bound, queue_expires_ms=300_000)
 
 
 @pytest.fixture(params=["memory", "redis", "rabbitmq"])
