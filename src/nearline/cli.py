@@ -120,6 +120,9 @@ def _face_commands() -> list[Callable[[Any], None]]:
     from nearline.advise.cli import add_commands as add_advise_commands
 
     faces.append(add_advise_commands)
+    from nearline.routing.cli import add_commands as add_routing_commands
+
+    faces.append(add_routing_commands)
     from nearline.stream.cli import add_commands as add_stream_commands
 
     faces.append(add_stream_commands)
