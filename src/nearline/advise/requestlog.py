@@ -20,7 +20,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from nearline.advise.latency import Latency
 
-STORE_SOURCES = frozenset({"exact_cache", "semantic_cache", "cache", "precomputed", "prefetch"})
+# What the gateway's ``source`` calls an answer that was not computed for this request.
+STORE_SOURCES = frozenset(
+    {"exact", "semantic", "exact_cache", "semantic_cache", "cache", "precomputed", "prefetch"}
+)
 PEAK_WINDOW_S = 60.0
 
 
@@ -36,7 +39,7 @@ class RequestLogRecord:
     started_at: datetime  # timezone-aware
     time_to_first_useful_ms: float  # until the first content the user can use
     total_ms: float  # until the answer was complete
-    source: str  # what answered: "inference", "exact_cache", "semantic_cache", "precomputed"...
+    source: str  # what answered: "inference", "exact", "semantic", "precomputed", ...
     tier: str | None = None  # the model tier when inference answered
     cost_usd: float = 0.0
     abandoned: bool = False  # the client left before the answer was complete
