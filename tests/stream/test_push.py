@@ -1,0 +1,162 @@
+"""Results pushed over SSE and WebSocket from a real server: key filter, resume, disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from websockets.asyncio.client import connect
+
+from nearline.stream.broker import Broker, Entry, Message
+from nearline.stream.push import create_push_router
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def base_url(broker: Broker, prefix: str) -> AsyncIterator[str]:
+    app = FastAPI()
+    app.include_router(create_push_router(broker, [f"{prefix}-results"], heartbeat_s=0.5))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="websockets-sansio"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await asyncio.wait_for(serving, 10)
+
+
+async def publish(broker: Broker, stream: str, keys: list[str], start: int = 0) -> list[str]:
+    await broker.create_group(stream, "keep")  # RabbitMQ: a stream exists once declared
+    return await broker.publish(
+        stream, [Message({"key": key, "n": start + i}) for i, key in enumerate(keys)]
+    )
+
+
+async def sse_events(
+    client: httpx.AsyncClient, url: str, want: int, headers: dict[str, str] | None = None
+) -> list[tuple[str, dict[str, object]]]:
+    """The first ``want`` (id, data) events of an SSE response, then hang up."""
+    got: list[tuple[str, dict[str, object]]] = []
+    event_id = ""
+    async with client.stream("GET", url, headers=headers or {}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                got.append((event_id, orjson.loads(line[6:])))
+                if len(got) == want:
+                    break
+    return got
+
+
+async def test_sse_sends_only_the_subscribed_key_with_entry_ids(
+    broker: Broker, prefix: str, base_url: str
+) -> None:
+    stream = f"{prefix}-results"
+    ids = await publish(broker, stream, ["card-1", "card-2", "card-1", "card-3", "card-1"])
+    url = f"{base_url}/v1/streams/{stream}/events?key=card-1&last_event_id=0"
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        got = await sse_events(client, url, 3)
+
+    assert [event_id for event_id, _ in got] == [ids[0], ids[2], ids[4]]
+    assert [data["n"] for _, data in got] == [0, 2, 4]
+
+
+async def test_sse_resumes_from_last_event_id_without_gaps_or_repeats(
+    broker: Broker, prefix: str, base_url: str
+) -> None:
+    stream = f"{prefix}-results"
+    url = f"{base_url}/v1/streams/{stream}/events"
+    first_ids = await publish(broker, stream, ["k"] * 3)
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        before = await sse_events(client, url + "?last_event_id=0", 2)
+        missed_ids = await publish(broker, stream, ["k"] * 3, start=3)  # while disconnected
+        after = await sse_events(client, url, 4, headers={"Last-Event-ID": before[-1][0]})
+
+    assert [i for i, _ in before] == first_ids[:2]
+    assert [i for i, _ in after] == [first_ids[2], *missed_ids]
+    assert [d["n"] for _, d in before + after] == list(range(6))
+
+
+async def test_sse_refuses_streams_it_does_not_publish(base_url: str, prefix: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{base_url}/v1/streams/{prefix}-source/events")
+    assert response.status_code == 404
+
+
+async def test_websocket_filters_by_key_and_resumes_after_an_id(
+    broker: Broker, prefix: str, base_url: str
+) -> None:
+    stream = f"{prefix}-results"
+    ids = await publish(broker, stream, ["a", "b", "a", "a"])
+    ws_url = base_url.replace("http", "ws") + f"/v1/streams/{stream}/ws?key=a&last_event_id="
+
+    async with connect(ws_url + ids[0]) as websocket:
+        first = orjson.loads(await asyncio.wait_for(websocket.recv(), 5))
+        later_ids = await publish(broker, stream, ["b", "a"], start=4)
+        received = [first]
+        while len(received) < 3:
+            received.append(orjson.loads(await asyncio.wait_for(websocket.recv(), 5)))
+
+    assert [m["id"] for m in received] == [ids[2], ids[3], later_ids[1]]
+    assert [m["data"]["n"] for m in received] == [2, 3, 5]
+
+
+class _SpyBroker:
+    """Delegates to a broker and says when a tail was closed."""
+
+    def __init__(self, inner: Broker) -> None:
+        self.inner = inner
+        self.tail_closed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def tail(self, stream: str, after: str | None) -> AsyncIterator[Entry]:
+        try:
+            async for entry in self.inner.tail(stream, after):
+                yield entry
+        finally:
+            self.tail_closed.set()
+
+
+@pytest.mark.parametrize("broker_kind", ["memory"], indirect=True)
+async def test_a_client_that_hangs_up_stops_its_tail(broker: Broker, prefix: str) -> None:
+    spy = _SpyBroker(broker)
+    app = FastAPI()
+    app.include_router(create_push_router(spy, None, heartbeat_s=0.2))  # type: ignore[arg-type]
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        await publish(broker, f"{prefix}-results", ["k"])
+        async with httpx.AsyncClient(timeout=10) as client:
+            got = await sse_events(
+                client,
+                f"http://127.0.0.1:{port}/v1/streams/{prefix}-results/events?last_event_id=0",
+                1,
+            )
+        assert len(got) == 1
+        await asyncio.wait_for(spy.tail_closed.wait(), 3)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(serving, 10)
