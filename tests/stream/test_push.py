@@ -19,21 +19,30 @@ from nearline.stream.push import create_push_router
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-async def base_url(broker: Broker, prefix: str) -> AsyncIterator[str]:
-    app = FastAPI()
-    app.include_router(create_push_router(broker, [f"{prefix}-results"], heartbeat_s=0.5))
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[str]:
+    """A real uvicorn server for ``app`` on a free port; yields its base URL."""
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="websockets-sansio"
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(serving, 10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def base_url(broker: Broker, prefix: str) -> AsyncIterator[str]:
+    app = FastAPI()
+    app.include_router(create_push_router(broker, [f"{prefix}-results"], heartbeat_s=0.5))
+    async with serving(app) as url:
+        yield url
 
 
 async def publish(broker: Broker, stream: str, keys: list[str], start: int = 0) -> list[str]:
@@ -140,23 +149,9 @@ async def test_a_client_that_hangs_up_stops_its_tail(broker: Broker, prefix: str
     spy = _SpyBroker(broker)
     app = FastAPI()
     app.include_router(create_push_router(spy, None, heartbeat_s=0.2))  # type: ignore[arg-type]
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        await publish(broker, f"{prefix}-results", ["k"])
-        async with httpx.AsyncClient(timeout=10) as client:
-            got = await sse_events(
-                client,
-                f"http://127.0.0.1:{port}/v1/streams/{prefix}-results/events?last_event_id=0",
-                1,
-            )
+    stream = f"{prefix}-results"
+    await publish(broker, stream, ["k"])
+    async with serving(app) as url, httpx.AsyncClient(timeout=10) as client:
+        got = await sse_events(client, f"{url}/v1/streams/{stream}/events?last_event_id=0", 1)
         assert len(got) == 1
         await asyncio.wait_for(spy.tail_closed.wait(), 3)
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(serving, 10)
