@@ -66,3 +66,11 @@ def build_pipelines(
     worker: WorkerSettings, registry: HandlerRegistry = default_registry
 ) -> list[Pipeline]:
     return [build_pipeline(spec, registry) for spec in worker.pipelines]
+
+
+async def close_handlers(pipelines: list[Pipeline]) -> None:
+    """Close handlers that hold resources (an ``aclose`` coroutine method), e.g. Redis state."""
+    for pipeline in pipelines:
+        aclose = getattr(pipeline.handler, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -68,7 +68,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 async def _serve_worker(settings: Any, http_port: int | None) -> int:
     from nearline.config import ConfigError
-    from nearline.stream.build import build_pipelines, open_broker
+    from nearline.stream.build import build_pipelines, close_handlers, open_broker
     from nearline.stream.worker import Worker, WorkerOptions
 
     pipelines = build_pipelines(settings.worker)
@@ -97,5 +97,6 @@ async def _serve_worker(settings: Any, http_port: int | None) -> int:
 
             await serve_with_worker(worker, settings, http_port)
     finally:
+        await close_handlers(pipelines)
         await broker.aclose()
     return 0
