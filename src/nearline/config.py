@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from nearline.routing.settings import RoutingSettings
 from nearline.stream.settings import WorkerSettings
 
 LOCAL_PROVIDER = "local"
@@ -132,16 +133,35 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     # Each face adds its own section here, defined in its own package:
     # worker: WorkerSettings (nearline.stream.settings), cache: ..., routing: ...
 
     @model_validator(mode="after")
     def _models_name_known_providers(self) -> Settings:
+        routable = self.routing.routable_names  # a model may name a tier or a cascade
         for name, route in self.models.items():
-            if route.provider != LOCAL_PROVIDER and route.provider not in self.providers:
-                known = ", ".join([LOCAL_PROVIDER, *sorted(self.providers)])
+            if (
+                route.provider != LOCAL_PROVIDER
+                and route.provider not in self.providers
+                and route.provider not in routable
+            ):
+                known = ", ".join([LOCAL_PROVIDER, *sorted(self.providers), *sorted(routable)])
                 raise ValueError(
                     f"models.{name}.provider: unknown provider {route.provider!r} (known: {known})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _tiers_name_known_providers(self) -> Settings:
+        providers = {LOCAL_PROVIDER, *self.providers}
+        for clash in sorted(self.routing.routable_names & providers):
+            raise ValueError(f"routing: {clash!r} names both a provider and a tier or cascade")
+        for provider, tiers in self.routing.deployment_providers().items():
+            if provider not in providers:
+                raise ValueError(
+                    f"routing.tiers.{sorted(tiers)[0]}.deployments: unknown provider "
+                    f"{provider!r} (known: {', '.join(sorted(providers))})"
                 )
         return self
 

@@ -41,6 +41,9 @@ class MockBehaviour:
     disconnect_rate: float = 0.0
     seed: int = 0
     model: str = "mock-1"
+    # Heavy tail: this share of requests waits ttft_s * slow_factor for its first token.
+    slow_rate: float = 0.0
+    slow_factor: float = 10.0
 
 
 @dataclass(slots=True)
@@ -83,6 +86,18 @@ def _chunk(
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
     }
     return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def first_token_delay(behaviour: MockBehaviour, request_number: int) -> float:
+    """``ttft_s``, or ``ttft_s * slow_factor`` for a ``slow_rate`` share of requests.
+
+    Drawn from its own generator, seeded by (seed, request number), so the other random
+    behaviours see the same draws as without a tail.
+    """
+    if not behaviour.slow_rate:
+        return behaviour.ttft_s
+    draw = random.Random(f"{behaviour.seed}/tail/{request_number}").random()
+    return behaviour.ttft_s * (behaviour.slow_factor if draw < behaviour.slow_rate else 1.0)
 
 
 def create_mock_app(behaviour: MockBehaviour) -> Starlette:
@@ -137,7 +152,10 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
         created = int(time.time())
         chunk_id = "chatcmpl-mock-" + hashlib.sha1(str(stats.requests).encode()).hexdigest()[:12]
         if not payload.get("stream"):
-            await asyncio.sleep(behaviour.ttft_s + max(0, count - 1) / behaviour.tokens_per_s)
+            await asyncio.sleep(
+                first_token_delay(behaviour, stats.requests)
+                + max(0, count - 1) / behaviour.tokens_per_s
+            )
             stats.completed += 1
             return JSONResponse(
                 {
@@ -168,6 +186,7 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
                 created,
                 chunk_id,
                 disconnect,
+                first_token_delay(behaviour, stats.requests),
             ),
             media_type="text/event-stream",
         )
@@ -180,10 +199,11 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
         created: int,
         chunk_id: str,
         disconnect: bool,
+        ttft_s: float,
     ) -> AsyncIterator[bytes]:
         stats.active += 1
         try:
-            await asyncio.sleep(behaviour.ttft_s)
+            await asyncio.sleep(ttft_s)
             yield _chunk(chunk_id, model, created, {"role": "assistant", "content": ""}, None)
             for index, word in enumerate(words):
                 if index:

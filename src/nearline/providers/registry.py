@@ -1,14 +1,25 @@
-"""Build the providers the model catalogue names, once, at start-up."""
+"""Build the providers the model catalogue names, once, at start-up.
+
+A model may name a plain provider, a tier or a cascade (``routing:``); tiers and cascades
+are providers too, built over the plain providers their deployments name.
+"""
 
 from __future__ import annotations
 
 from nearline.config import LOCAL_PROVIDER, Settings
 from nearline.providers.base import Provider
 from nearline.providers.openai_compat import OpenAICompatProvider
+from nearline.routing.build import build_routing
+from nearline.routing.telemetry import RoutingCounters, RoutingTelemetry
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    used = {route.provider for route in settings.models.values()}
+def build_providers(
+    settings: Settings, routing_telemetry: RoutingTelemetry | None = None
+) -> dict[str, Provider]:
+    routing = settings.routing
+    used = {route.provider for route in settings.models.values()} | routing.chosen_names
+    for tier in routing.tiers_needed_by(used):
+        used |= {deployment.provider for deployment in routing.tiers[tier].deployments}
     providers: dict[str, Provider] = {}
     if LOCAL_PROVIDER in used:
         from nearline.providers.local import LocalProvider  # imports llama.cpp only when used
@@ -17,4 +28,6 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     for name, provider_settings in settings.providers.items():
         if name in used:
             providers[name] = OpenAICompatProvider(name, provider_settings)
+    telemetry = routing_telemetry if routing_telemetry is not None else RoutingCounters()
+    providers.update(build_routing(routing, used, providers, telemetry))
     return providers

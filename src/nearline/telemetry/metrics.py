@@ -98,3 +98,62 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# --- Routing: tiers, hedges, fallbacks, circuit breakers, cascades (nearline.routing) ---------
+# Labels: configured tier, cascade and deployment names, error codes — all bounded by config.
+
+
+class RoutingMetrics:
+    """Routing counters, registered on the gateway's registry (``GatewayMetrics.registry``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.attempts = Counter(
+            "nearline_routing_attempts_total",
+            "Requests sent to a deployment, by why: first, hedge, or fallback after a failure.",
+            ["tier", "deployment", "kind"],
+            registry=r,
+        )
+        self.answered = Counter(
+            "nearline_routing_answered_total",
+            "Answers by the deployment whose first token won.",
+            ["tier", "deployment"],
+            registry=r,
+        )
+        self.hedges_cancelled = Counter(
+            "nearline_routing_cancelled_total",
+            "Attempts cancelled because another deployment produced the first token.",
+            ["tier", "deployment"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "nearline_routing_fallbacks_total",
+            "Deployments that failed before their first token, by error code.",
+            ["tier", "deployment", "code"],
+            registry=r,
+        )
+        self.tier_fallbacks = Counter(
+            "nearline_routing_tier_fallbacks_total",
+            "Requests handed to the next tier after every deployment of a tier failed.",
+            ["tier", "to_tier"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "nearline_routing_breaker_state",
+            "Circuit breaker state per deployment: 0 closed, 1 half-open, 2 open.",
+            ["deployment"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "nearline_routing_breaker_transitions_total",
+            "Circuit breaker state changes, by the state entered.",
+            ["deployment", "state"],
+            registry=r,
+        )
+        self.cascade_outcomes = Counter(
+            "nearline_routing_cascade_total",
+            "Cascade answers: kept (the cheap tier was confident) or escalated.",
+            ["cascade", "outcome"],
+            registry=r,
+        )
