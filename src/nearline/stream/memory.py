@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from nearline.stream.broker import (
+    BrokerError,
     Entry,
     GroupInfo,
     Message,
@@ -126,7 +127,9 @@ class MemoryBroker:
 
     async def group_info(self, stream: str, group: str) -> GroupInfo:
         log = self._stream(stream)
-        state = log.groups[group]
+        state = log.groups.get(group)
+        if state is None:
+            raise BrokerError(f"no group {group!r} on stream {stream!r}")
         return GroupInfo(lag=log.end - state.next_index, pending=len(state.pending))
 
     async def length(self, stream: str) -> int:

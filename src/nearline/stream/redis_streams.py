@@ -203,12 +203,12 @@ class RedisStreamsBroker:
             return 0
         keep_from: list[str] = []
         for info in groups:
+            oldest_pending = None
             if int(info["pending"]) > 0:
                 with _boundary("xpending"):
                     summary: Any = await self._redis.xpending(stream, _text(info["name"]))
-                keep_from.append(_text(summary["min"]))
-            else:
-                keep_from.append(_text(info["last-delivered-id"]))
+                oldest_pending = summary["min"]  # None if acknowledged in the meantime
+            keep_from.append(_text(oldest_pending or info["last-delivered-id"]))
         oldest = min(keep_from, key=entry_id_key)
         if oldest == "0-0":
             return 0
