@@ -14,6 +14,8 @@ from typing import Protocol
 from nearline.providers.base import ProviderCall
 from nearline.routing.settings import RuleConditions, RuleSettings
 
+OPENAI_DEFAULT_TEMPERATURE = 1.0  # what an unset temperature means to an OpenAI-style server
+
 
 def prompt_text(call: ProviderCall) -> str:
     return "\n".join(message.text for message in call.request.messages)
@@ -41,11 +43,8 @@ def matches(when: RuleConditions, call: ProviderCall, headers: Mapping[str, str]
             return False
     if when.min_max_tokens is not None and (request.max_output_tokens or 0) < when.min_max_tokens:
         return False
-    return not (
-        when.max_temperature is not None
-        and request.temperature is not None
-        and request.temperature > when.max_temperature
-    )
+    temperature = OPENAI_DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
+    return when.max_temperature is None or temperature <= when.max_temperature
 
 
 class RoutingPolicy(Protocol):

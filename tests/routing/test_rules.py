@@ -1,0 +1,121 @@
+"""Rules on request metadata choose a tier: headers, model, tenant, parameters; first match
+wins; no match keeps the model's configured provider (``None``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nearline.config import ConfigError, load_settings
+from nearline.providers.base import ProviderCall
+from nearline.routing.build import build_router
+from nearline.routing.rules import LearnedPolicy, Router, RulePolicy
+from nearline.routing.settings import RoutingSettings
+from nearline.serving.request import ChatRequest
+
+TIERS = {
+    name: {"deployments": [{"provider": "p", "upstream_model": name}]}
+    for name in ("light", "standard", "frontier")
+}
+PROVIDERS = {"p": {"base_url": "http://127.0.0.1:9/v1"}}
+
+
+def router(*rules: dict[str, Any]) -> Router:
+    settings = load_settings(providers=PROVIDERS, routing={"tiers": TIERS, "rules": list(rules)})
+    return build_router(settings.routing)
+
+
+def call(tenant: str = "acme", content: str = "hello", **request: Any) -> ProviderCall:
+    body = {"model": "chat", "messages": [{"role": "user", "content": content}], **request}
+    return ProviderCall(ChatRequest.model_validate(body), upstream_model="chat", tenant=tenant)
+
+
+def test_a_header_rule_matches_case_insensitively_on_the_name_and_exactly_on_the_value():
+    chooser = router({"tier": "frontier", "when": {"headers": {"X-Nearline-Tier": "frontier"}}})
+    assert chooser.choose(call(), {"x-nearline-tier": "frontier"}) == "frontier"
+    assert chooser.choose(call(), {"X-NEARLINE-TIER": "frontier"}) == "frontier"
+    assert chooser.choose(call(), {"x-nearline-tier": "Frontier"}) is None
+    assert chooser.choose(call(), {}) is None
+
+
+def test_first_matching_rule_wins_and_no_match_keeps_the_catalogue_provider():
+    chooser = router(
+        {"tier": "light", "when": {"tenants": ["free"]}},
+        {"tier": "frontier", "when": {"min_prompt_chars": 200}},
+        {"tier": "standard", "when": {"models": ["chat"], "stream": True}},
+    )
+    long_prompt = "x" * 300
+    assert chooser.choose(call(tenant="free", content=long_prompt), {}) == "light"
+    assert chooser.choose(call(content=long_prompt), {}) == "frontier"
+    assert chooser.choose(call(stream=True), {}) == "standard"
+    assert chooser.choose(call(stream=False), {}) is None
+
+
+def test_parameter_conditions():
+    chooser = router(
+        {"tier": "frontier", "when": {"tools": True}},
+        {"tier": "standard", "when": {"min_max_tokens": 1000}},
+        {"tier": "light", "when": {"max_temperature": 0.2, "max_prompt_chars": 50}},
+    )
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert chooser.choose(call(tools=tools), {}) == "frontier"
+    assert chooser.choose(call(max_tokens=2000), {}) == "standard"
+    assert chooser.choose(call(max_completion_tokens=1500), {}) == "standard"
+    assert chooser.choose(call(max_tokens=10), {}) is None
+    assert chooser.choose(call(temperature=0.0), {}) == "light"
+    assert chooser.choose(call(temperature=0.9), {}) is None
+    assert chooser.choose(call(temperature=0.0, content="y" * 80), {}) is None
+
+
+def test_all_conditions_of_a_rule_must_hold():
+    chooser = router(
+        {"tier": "frontier", "when": {"tenants": ["acme"], "headers": {"x-plan": "pro"}}}
+    )
+    assert chooser.choose(call(tenant="acme"), {"x-plan": "pro"}) == "frontier"
+    assert chooser.choose(call(tenant="acme"), {}) is None
+    assert chooser.choose(call(tenant="other"), {"x-plan": "pro"}) is None
+
+
+class Keyword:
+    """Needs the strong tier when the text says "prove"."""
+
+    def __init__(self) -> None:
+        self.thresholds: list[float | None] = []
+
+    def needs_strong(self, query: str, threshold: float | None = None) -> bool:
+        self.thresholds.append(threshold)
+        return "prove" in query
+
+
+def test_a_learned_policy_answers_when_no_rule_matched():
+    classifier = Keyword()
+    chooser = Router(
+        [
+            RulePolicy(RoutingSettings.model_validate({"rules": []}).rules),
+            LearnedPolicy(classifier, strong="frontier", weak="light", threshold=0.3),
+        ]
+    )
+    assert chooser.choose(call(content="prove it"), {}) == "frontier"
+    assert chooser.choose(call(content="say hi"), {}) == "light"
+    assert classifier.thresholds == [0.3, 0.3]
+    only_other = LearnedPolicy(classifier, strong="frontier", weak="light", models=["other"])
+    assert only_other.choose(call(content="prove it"), {}) is None
+
+
+def test_a_rule_must_name_a_known_tier():
+    with pytest.raises(ConfigError, match="unknown tier or cascade 'ultra'"):
+        router({"tier": "ultra"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        router({"tier": "light", "when": {"header": {"a": "b"}}})
+
+
+def test_a_model_may_name_a_tier_but_not_an_unknown_one():
+    settings = load_settings(
+        providers=PROVIDERS, routing={"tiers": TIERS}, models={"m": {"provider": "light"}}
+    )
+    assert settings.models["m"].provider == "light"
+    with pytest.raises(ConfigError, match="unknown provider 'heavy'"):
+        load_settings(
+            providers=PROVIDERS, routing={"tiers": TIERS}, models={"m": {"provider": "heavy"}}
+        )
