@@ -58,8 +58,11 @@ class RecordingHandler:
 
     batches: list[list[Entry]] = field(default_factory=list)
     results: bool = True
+    delay_s: float = 0.0  # time the work takes, per batch
 
     def __call__(self, batch: list[Entry]) -> list[Result]:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         self.batches.append(list(batch))
         raise_on_poison(batch)
         return echo(batch) if self.results else [None] * len(batch)
