@@ -88,9 +88,9 @@ def hedge_delay(
         return None
     delays = [] if budget_s is None else [budget_s]
     if policy.use_observed_p95 and len(deployment.ttft) >= policy.min_samples:
-        p95 = deployment.ttft.percentile(0.95)
-        if p95 is not None:
-            delays.append(p95)
+        observed = deployment.ttft.percentile(policy.percentile)
+        if observed is not None:
+            delays.append(observed)
     return min(delays) if delays else None
 
 
@@ -176,10 +176,14 @@ class FirstTokenRace:
         return False
 
     def _win(self, attempt: Attempt, head: list[Event]) -> Winner:
-        ttft = time.monotonic() - attempt.started_at
-        attempt.deployment.ttft.observe(ttft)
+        now = time.monotonic()
+        attempt.deployment.ttft.observe(now - attempt.started_at)
+        for loser in self._running.values():
+            # Its TTFT is at least this long. Leaving it out would keep only the fast
+            # answers in the window, and the percentile would fall below the real one.
+            loser.deployment.ttft.observe(now - loser.started_at)
         self._telemetry.answered(self._tier, attempt.deployment.name)
-        return Winner(attempt.deployment, head, attempt.events, ttft)
+        return Winner(attempt.deployment, head, attempt.events, now - attempt.started_at)
 
     async def _fail(self, attempt: Attempt, error: NearlineError) -> None:
         await attempt.events.aclose()

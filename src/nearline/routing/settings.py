@@ -55,14 +55,16 @@ class DeploymentSettings(_Strict):
 class HedgeSettings(_Strict):
     """Start the same request on the next deployment when the first is slow to its first token.
 
-    The hedge fires after ``min(TTFT budget, the deployment's observed p95 TTFT)``; the p95
-    is used once ``min_samples`` first tokens have been observed. The first token wins; the
-    others are cancelled (their streams closed, so their connections close).
+    The hedge fires after ``min(TTFT budget, the deployment's observed TTFT percentile)``
+    (p95 by default); the percentile is used once ``min_samples`` TTFTs have been observed.
+    The first token wins; the others are cancelled (their streams closed, so their
+    connections close). A loser's wait counts as a sample: a lower bound of its TTFT.
     """
 
     enabled: bool = True
-    use_observed_p95: bool = True
-    min_samples: int = Field(default=20, ge=1)
+    use_observed_p95: bool = True  # False: hedge on the budget alone
+    percentile: float = Field(default=0.95, gt=0, lt=1)
+    min_samples: int = Field(default=100, ge=1)  # fewer samples say little about a p95
     max_attempts: int = Field(default=2, ge=1)  # deployments racing at once, the first included
 
 
