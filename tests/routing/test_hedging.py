@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -141,3 +142,19 @@ async def test_the_hedge_fires_at_the_observed_p95_when_it_is_below_the_budget()
     assert hedge_delay(deployment, 0.05, policy) == pytest.approx(0.05)
     assert hedge_delay(deployment, None, policy) == pytest.approx(0.1)
     assert hedge_delay(deployment, 1.0, HedgeSettings(enabled=False)) is None
+
+
+async def test_a_per_request_budget_overrides_the_tier_budget():
+    # ``nearline.ttft_budget_ms`` in the request body; built without validation here, as the
+    # field belongs to ``NearlineOptions`` (serving/request.py).
+    with mock_upstreams(stalled=STALLED, fast=FAST) as up:
+        tier, counters = build_tier(tier_config(up, ["stalled", "fast"], ttft_budget_s=60))
+        request = ChatRequest.model_construct(
+            model="chat",
+            messages=ChatRequest.model_validate({"model": "c", "messages": MESSAGES}).messages,
+            nearline=SimpleNamespace(ttft_budget_ms=100, progressive=None, cache="default"),
+        )
+        events = [e async for e in tier.stream(ProviderCall(request, "chat", "t"))]
+        assert isinstance(events[-1], Done)
+        assert counters.answers == {("frontier", "fast"): 1}
+        assert (await up["stalled"].wait_for("cancelled", 1))["cancelled"] == 1
