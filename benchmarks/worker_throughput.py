@@ -1,0 +1,302 @@
+"""Event worker throughput and end-to-end latency, real handlers, real worker processes.
+
+For each handler (the fraud model with streaming card features; embeddings of short texts
+with the bundled MiniLM model), window (0 = per event, i.e. batches of one; 10, 100, 1000 ms)
+and number of ``nearline worker`` processes (1, 2), on Redis Streams:
+
+1. **capacity**: a backlog of events is put in the stream, the workers are started, and the
+   rate at which results appear is measured from the results' own entry ids;
+2. **latency**: the backlog is skipped, a producer publishes at half that capacity (capped) for
+   a few seconds, and end-to-end latency is read from each result: its entry id's time minus
+   its source entry id's time (both stamped by Redis), p50 and p99.
+
+It prints one Markdown table. Usage::
+
+    .venv/bin/python benchmarks/worker_throughput.py [--quick] [--handlers fraud,embed]
+
+Needs Redis at 127.0.0.1:6379. Timings depend on the machine and its load: run ``uptime``
+first and report the load average with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+import yaml
+
+from nearline.demo.fraud.generator import GeneratorSettings, TransactionGenerator
+from nearline.demo.fraud.model import train
+from nearline.stream.broker import Message, entry_id_ms
+from nearline.stream.metrics import percentile
+from nearline.stream.redis_streams import RedisStreamsBroker
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+_CLI = "import sys; from nearline.cli import main; sys.exit(main())"
+
+
+@dataclass(frozen=True)
+class Case:
+    handler: str  # "fraud" | "embed"
+    window_ms: int
+    workers: int
+
+    @property
+    def max_batch(self) -> int:
+        if self.window_ms == 0:
+            return 1
+        return 2000 if self.handler == "fraud" else 64
+
+
+@dataclass
+class Outcome:
+    case: Case
+    capacity_per_s: float
+    offered_per_s: float
+    p50_ms: float
+    p99_ms: float
+    latency_samples: int
+
+
+def events_for(handler: str, count: int) -> list[dict[str, Any]]:
+    if handler == "fraud":
+        now_ms = int(time.time() * 1000)
+        return TransactionGenerator(GeneratorSettings(seed=5)).take(count, now_ms, 5000.0)
+    subjects = ("order", "refund", "delivery", "invoice", "password", "subscription")
+    return [
+        {
+            "key": f"user-{i % 997}",
+            "text": f"customer {i} asks about their {subjects[i % len(subjects)]} number {i * 7}",
+        }
+        for i in range(count)
+    ]
+
+
+def worker_config(case: Case, source: str, results: str, model_path: Path) -> dict[str, Any]:
+    if case.handler == "fraud":
+        handler = {
+            "handler": "nearline.demo.fraud.handler:build_handler",
+            "options": {"model_path": str(model_path)},
+        }
+    else:
+        handler = {"handler": "nearline.stream.embedding:build_embedding_handler", "options": {}}
+    return {
+        "redis": {"url": REDIS_URL},
+        "worker": {
+            "broker": "redis",
+            "reclaim_idle_ms": 10_000,
+            "pipelines": [
+                {
+                    "name": "bench",
+                    "source": source,
+                    "results": results,
+                    "max_batch": case.max_batch,
+                    "window_ms": case.window_ms,
+                    **handler,
+                }
+            ],
+        },
+    }
+
+
+def start_workers(config_path: Path, count: int) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _CLI,
+                "worker",
+                "--config",
+                str(config_path),
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(count)
+    ]
+
+
+def wait_ready(processes: list[subprocess.Popen[bytes]], timeout_s: float = 120) -> None:
+    """Each worker prints one line once its handler (and model) is loaded."""
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        assert process.stderr is not None
+        while time.monotonic() < deadline:
+            line = process.stderr.readline().decode()
+            if line.startswith("nearline worker:"):
+                stderr = process.stderr
+                threading.Thread(target=stderr.read, daemon=True).start()  # keep it drained
+                break
+            if not line and process.poll() is not None:
+                raise RuntimeError(f"a worker exited with {process.returncode}")
+        else:
+            raise RuntimeError("workers did not start in time")
+
+
+def stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def preload(broker: RedisStreamsBroker, stream: str, events: list[dict[str, Any]]) -> None:
+    for start in range(0, len(events), 2000):
+        await broker.publish(stream, [Message(e) for e in events[start : start + 2000]])
+
+
+async def capacity(client: redis.Redis, results: str, seconds: float, expected: int) -> float:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and await client.xlen(results) < expected:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    count = await client.xlen(results)
+    if count < 2:
+        return 0.0
+    first: Any = await client.xrange(results, count=1)
+    last: Any = await client.xrevrange(results, count=1)
+    span_ms = entry_id_ms(last[0][0].decode()) - entry_id_ms(first[0][0].decode())
+    return count / max(span_ms / 1000, 0.001)
+
+
+async def offered_load(
+    broker: RedisStreamsBroker,
+    stream: str,
+    events: list[dict[str, Any]],
+    rate: float,
+    seconds: float,
+) -> None:
+    started = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - started) < seconds:
+        due = int(elapsed * rate) - sent
+        if due > 0:
+            batch = [events[(sent + i) % len(events)] for i in range(due)]
+            await broker.publish(stream, [Message(e) for e in batch])
+            sent += due
+        await asyncio.sleep(0.002)
+
+
+async def latencies(client: redis.Redis, results: str, since_ms: int) -> list[float]:
+    values: list[float] = []
+    position = f"{since_ms}-0"
+    while True:
+        chunk: Any = await client.xrange(results, min=position, count=5000)
+        if not chunk:
+            return values
+        for raw_id, fields in chunk:
+            result_id = raw_id.decode()
+            source_ms = entry_id_ms(orjson.loads(fields[b"d"])["source_id"])
+            if source_ms >= since_ms:
+                values.append(entry_id_ms(result_id) - source_ms)
+        position = "(" + chunk[-1][0].decode()
+
+
+async def run_case(case: Case, model_path: Path, quick: bool, workdir: Path) -> Outcome:
+    tag = uuid.uuid4().hex[:8]
+    source, results = f"bench-{tag}-source", f"bench-{tag}-results"
+    broker = RedisStreamsBroker.from_url(REDIS_URL)
+    client = broker.client
+    expected_rate = {"fraud": 30_000, "embed": 400}[case.handler]
+    if case.window_ms == 0:
+        expected_rate = {"fraud": 2_000, "embed": 150}[case.handler]
+    run_s = 2.0 if quick else 5.0
+    backlog = max(200, int(expected_rate * run_s * 1.5))
+    events = events_for(case.handler, backlog)
+    config_path = workdir / f"{tag}.yaml"
+    config_path.write_text(yaml.safe_dump(worker_config(case, source, results, model_path)))
+    await broker.create_group(source, "bench")
+    await preload(broker, source, events)
+    processes = start_workers(config_path, case.workers)
+    try:
+        await asyncio.to_thread(wait_ready, processes)
+        capacity_per_s = await capacity(client, results, run_s, backlog)
+        # skip what is left of the backlog, let batches in flight finish
+        await client.xgroup_setid(source, "bench", "$")
+        await asyncio.sleep(1.5)
+        offered = max(10.0, min(capacity_per_s * 0.5, 20_000.0))
+        since_ms = int(time.time() * 1000)
+        await offered_load(broker, source, events, offered, run_s)
+        await asyncio.sleep(case.window_ms / 1000 + 2.0)
+        measured = await latencies(client, results, since_ms)
+    finally:
+        await asyncio.to_thread(stop_workers, processes)
+        await broker.delete(source, results)
+        await broker.aclose()
+    return Outcome(
+        case,
+        capacity_per_s,
+        offered,
+        percentile(measured, 0.5) if measured else float("nan"),
+        percentile(measured, 0.99) if measured else float("nan"),
+        len(measured),
+    )
+
+
+def table(outcomes: list[Outcome]) -> str:
+    lines = [
+        "| handler | workers | window ms | max batch | capacity events/s | offered events/s "
+        "| e2e p50 ms | e2e p99 ms | samples |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for o in outcomes:
+        lines.append(
+            f"| {o.case.handler} | {o.case.workers} | {o.case.window_ms} | {o.case.max_batch} "
+            f"| {o.capacity_per_s:,.0f} | {o.offered_per_s:,.0f} | {o.p50_ms:.0f} "
+            f"| {o.p99_ms:.0f} | {o.latency_samples} |"
+        )
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 s phases instead of 5 s")
+    parser.add_argument("--handlers", default="fraud,embed")
+    parser.add_argument("--windows", default="0,10,100,1000")
+    parser.add_argument("--workers", default="1,2")
+    args = parser.parse_args()
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}",
+        flush=True,
+    )
+    outcomes: list[Outcome] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        model_path = workdir / "fraud.joblib"
+        train().save(model_path)
+        for handler in args.handlers.split(","):
+            for workers in (int(w) for w in args.workers.split(",")):
+                for window in (int(w) for w in args.windows.split(",")):
+                    outcome = await run_case(
+                        Case(handler, window, workers), model_path, args.quick, workdir
+                    )
+                    outcomes.append(outcome)
+                    print(table([outcome]).splitlines()[-1], flush=True)
+    print()
+    print(table(outcomes))
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
