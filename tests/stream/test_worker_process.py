@@ -55,7 +55,7 @@ class WorkerProcesses:
         self.logs = logs
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"worker-{len(self.started)}.log").open("wb")
         process = subprocess.Popen(
             [
@@ -67,6 +67,7 @@ class WorkerProcesses:
                 str(self.config),
                 "--log-level",
                 "warning",
+                *extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -200,3 +201,42 @@ async def test_a_poison_entry_reaches_the_dead_letter_stream_of_a_worker_process
     assert sorted(int(r["n"]) for r in written) == [  # type: ignore[call-overload]
         n for n in range(20) if n != 7
     ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_a_worker_process_serves_health_and_metrics_on_its_http_port(
+    workers: WorkerProcesses, redis_broker: RedisStreamsBroker, prefix: str
+) -> None:
+    import httpx
+
+    source = f"{prefix}-source"
+    write_config(workers.config, prefix, delay_ms=1, max_batch=10)
+    await redis_broker.create_group(source, "echo")
+    port = free_port()
+    process = workers.start("--http-port", str(port))
+    await redis_broker.publish(source, [Message({"n": n}) for n in range(25)])
+    metric = 'nearline_worker_events_total{outcome="processed",pipeline="echo"} 25.0'
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+
+        async def counted() -> bool:
+            try:
+                response = await client.get("/metrics")
+            except httpx.TransportError:
+                return False
+            return metric in response.text
+
+        await wait_for(counted, 30, "the metrics to count 25 processed events")
+        health = await client.get("/healthz")
+
+    assert health.json() == {"status": "ok", "pipelines": ["echo"]}
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, 15) == 0
