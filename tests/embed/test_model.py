@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nearline.embed import Embedder
+from nearline.embed import Embedder, load_embedder
 
 
 def test_vectors_are_unit_length_float32_rows(embedder: Embedder) -> None:
@@ -36,3 +36,13 @@ def test_a_text_embeds_the_same_alone_and_in_a_padded_batch(embedder: Embedder) 
 
 def test_empty_input_gives_an_empty_matrix(embedder: Embedder) -> None:
     assert embedder.encode([]).shape == (0, embedder.dim)
+
+
+def test_both_runtimes_compute_the_same_embedding(embedder: Embedder) -> None:
+    texts = ["How do I gain access to a private Instagram account?", "Why is the sky blue?"]
+    fp32 = load_embedder("torch").encode(texts)
+
+    agreement = np.sum(embedder.encode(texts) * fp32, axis=1)
+
+    assert embedder.name.endswith("onnx-int8")
+    assert np.all(agreement > 0.99)
