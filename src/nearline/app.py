@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from nearline import __version__
-from nearline.api import admin, health, metrics, openai
+from nearline.api import admin, health, metrics, openai, pages, ws
 from nearline.api.body_limit import BodyLimitMiddleware
 from nearline.api.errors import install_error_handlers
 from nearline.api.state import AppState
@@ -73,5 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
+    app.include_router(ws.router)
+    app.include_router(pages.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
     return app

@@ -1,0 +1,216 @@
+"""``GET /v1/ws`` against a real gateway and nearline's mock upstream (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from nearline.config import hash_api_key
+from nearline.providers.mock import MockBehaviour, deterministic_words
+
+KEY = "sk-ws-alpha"
+LIMITED_KEY = "sk-ws-beta"  # may use only a model that does not exist here
+
+
+def question(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def chat(request_id: str, text: str, model: str = "big", **extra: Any) -> str:
+    """A ``chat`` message as a text frame (what browsers send)."""
+    body = {"model": model, "messages": question(text), **extra}
+    return orjson.dumps({"type": "chat", "id": request_id, "body": body}).decode()
+
+
+async def receive(socket: ClientConnection, timeout_s: float = 20.0) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(await asyncio.wait_for(socket.recv(), timeout_s))
+    return message
+
+
+async def until_done(socket: ClientConnection, ids: set[str]) -> list[dict[str, Any]]:
+    """Every message up to the ``done`` (or ``error``) of each id in ``ids``."""
+    messages: list[dict[str, Any]] = []
+    open_ids = set(ids)
+    while open_ids:
+        message = await receive(socket)
+        messages.append(message)
+        if message["type"] in ("done", "error"):
+            open_ids.discard(message["id"])
+    return messages
+
+
+async def test_several_requests_share_one_connection_and_interleave(make_stack):
+    with make_stack(MockBehaviour(ttft_s=0.3, tokens_per_s=40)) as stack:
+        async with connect(stack.ws) as socket:
+            await socket.send(chat("r1", "first question"))
+            await socket.send(chat("r2", "second question"))
+            messages = await until_done(socket, {"r1", "r2"})
+    texts: dict[str, str] = defaultdict(str)
+    for message in messages:
+        if message["type"] == "delta":
+            texts[message["id"]] += message["text"]
+    assert texts["r1"] == " ".join(deterministic_words(question("first question"), None, 24))
+    assert texts["r2"] == " ".join(deterministic_words(question("second question"), None, 24))
+    order = [(m["type"], m["id"]) for m in messages]
+    # concurrent, not one after the other: r2 streams before r1 has finished
+    assert order.index(("delta", "r2")) < order.index(("done", "r1"))
+    done = [m for m in messages if m["type"] == "done"]
+    assert {m["finish_reason"] for m in done} == {"stop"}
+    assert {m["source"] for m in done} == {"inference"}
+    assert all(m["type"] != "error" for m in messages)
+
+
+async def test_cancel_stops_the_upstream_work_and_the_connection_stays_usable(make_stack):
+    slow = MockBehaviour(ttft_s=0.01, tokens_per_s=10, completion_tokens=200)
+    with make_stack(slow) as stack:
+        async with connect(stack.ws) as socket:
+            await socket.send(chat("long", "tell me everything"))
+            first = await receive(socket)
+            assert (first["type"], first["id"]) == ("delta", "long")
+            await socket.send(orjson.dumps({"type": "cancel", "id": "long"}))
+            stats = await asyncio.to_thread(stack.wait_for_stats, "cancelled", 1)
+            assert stats["cancelled"] == 1
+            assert stats["completed"] == 0
+            assert stats["active"] == 0
+            # a cancel for an id that is not running is harmless
+            await socket.send(orjson.dumps({"type": "cancel", "id": "never-started"}))
+            await socket.send(chat("next", "short one", max_tokens=3))
+            messages = await until_done(socket, {"next"})
+    assert not any(m["id"] == "long" and m["type"] == "done" for m in messages)
+    assert messages[-1] == {
+        "type": "done",
+        "id": "next",
+        "finish_reason": "length",
+        "source": "inference",
+    }
+
+
+async def test_closing_the_socket_cancels_every_running_request(make_stack):
+    slow = MockBehaviour(ttft_s=0.01, tokens_per_s=10, completion_tokens=200)
+    with make_stack(slow) as stack:
+        async with connect(stack.ws) as socket:
+            await socket.send(chat("a", "one"))
+            await socket.send(chat("b", "two"))
+            seen: set[str] = set()
+            while seen != {"a", "b"}:
+                seen.add((await receive(socket))["id"])
+        stats = await asyncio.to_thread(stack.wait_for_stats, "cancelled", 2)
+    assert stats["cancelled"] == 2
+    assert stats["completed"] == 0
+    assert stats["active"] == 0
+
+
+async def test_malformed_messages_get_an_error_without_id_and_the_connection_stays_open(
+    make_stack,
+):
+    bad = [
+        "not json",
+        "[1, 2]",
+        orjson.dumps({"type": "shout", "id": "x"}),
+        orjson.dumps({"type": "chat", "id": "x"}),  # no body
+        orjson.dumps({"type": "chat", "id": "", "body": {}}),
+        orjson.dumps({"type": "cancel"}),
+    ]
+    with make_stack(MockBehaviour()) as stack:
+        async with connect(stack.ws) as socket:
+            for raw in bad:
+                await socket.send(raw)
+                error = await receive(socket)
+                assert error["type"] == "error", raw
+                assert error["id"] is None, raw
+                assert error["error"]["type"] == "invalid_request_error", raw
+                assert error["error"]["message"], raw
+            await socket.send(b"\x00 not a message")  # a binary frame
+            assert (await receive(socket))["id"] is None
+            # a well-formed message whose request is invalid fails that request only
+            await socket.send(orjson.dumps({"type": "chat", "id": "r", "body": {"model": "big"}}))
+            invalid = await receive(socket)
+            assert invalid["id"] == "r"
+            assert invalid["error"]["code"] == "invalid_request"
+            assert "messages" in invalid["error"]["message"]
+            await socket.send(chat("m", "hello", model="no-such-model"))
+            missing = await receive(socket)
+            assert (missing["id"], missing["error"]["code"]) == ("m", "model_not_found")
+            await socket.send(chat("ok", "still there?"))
+            messages = await until_done(socket, {"ok"})
+    assert messages[-1]["type"] == "done"
+    assert "".join(m.get("text", "") for m in messages if m["type"] == "delta")
+
+
+async def test_an_id_already_running_is_refused_without_disturbing_it(make_stack):
+    with make_stack(MockBehaviour(ttft_s=0.3, tokens_per_s=40)) as stack:
+        async with connect(stack.ws) as socket:
+            await socket.send(chat("same", "first"))
+            await socket.send(chat("same", "second"))
+            messages = await until_done(socket, {"same"})
+    errors = [m for m in messages if m["type"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["id"] is None
+    assert "already running" in errors[0]["error"]["message"]
+    text = "".join(m["text"] for m in messages if m["type"] == "delta")
+    assert text == " ".join(deterministic_words(question("first"), None, 24))
+
+
+@pytest.fixture
+def auth_settings() -> dict[str, Any]:
+    return {
+        "auth": {
+            "keys": [
+                {"sha256": hash_api_key(KEY), "tenant": "alpha"},
+                {"sha256": hash_api_key(LIMITED_KEY), "tenant": "beta", "models": ["other"]},
+            ]
+        }
+    }
+
+
+async def test_auth_by_upgrade_header_or_first_message(make_stack, auth_settings):
+    with make_stack(MockBehaviour(), **auth_settings) as stack:
+        async with connect(
+            stack.ws, additional_headers={"Authorization": f"Bearer {KEY}"}
+        ) as socket:
+            await socket.send(chat("h", "by header"))
+            assert (await until_done(socket, {"h"}))[-1]["type"] == "done"
+        async with connect(stack.ws) as socket:
+            await socket.send(orjson.dumps({"type": "auth", "api_key": KEY}))
+            await socket.send(chat("m", "by message"))
+            assert (await until_done(socket, {"m"}))[-1]["type"] == "done"
+            # auth is the first message only; later ones are refused, the connection stays
+            await socket.send(orjson.dumps({"type": "auth", "api_key": KEY}))
+            late = await receive(socket)
+            assert (late["type"], late["id"]) == ("error", None)
+        async with connect(stack.ws) as socket:
+            await socket.send(orjson.dumps({"type": "auth", "api_key": LIMITED_KEY}))
+            await socket.send(chat("p", "not allowed"))
+            denied = await receive(socket)
+            assert (denied["id"], denied["error"]["code"]) == ("p", "model_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("headers", "first_message"),
+    [
+        ({}, chat("r", "no key")),
+        ({}, orjson.dumps({"type": "auth", "api_key": "sk-wrong"})),
+        ({"Authorization": "Bearer sk-wrong"}, None),
+    ],
+    ids=["chat-before-auth", "wrong-key-message", "wrong-key-header"],
+)
+async def test_failed_auth_says_why_then_closes(make_stack, auth_settings, headers, first_message):
+    with make_stack(MockBehaviour(), **auth_settings) as stack:
+        async with connect(stack.ws, additional_headers=headers) as socket:
+            if first_message is not None:
+                await socket.send(first_message)
+            error = await receive(socket)
+            assert error["type"] == "error"
+            assert error["id"] is None
+            assert error["error"]["type"] == "authentication_error"
+            with pytest.raises(ConnectionClosed) as closed:
+                await receive(socket)
+        assert stack.stats()["requests"] == 0
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
