@@ -132,11 +132,12 @@ async def plan_and_execute(
     max_steps: int = 5,
     parallel: bool = False,
     tenant: str = "plan",
+    plan_max_tokens: int | None = 200,
     step_max_tokens: int | None = 256,
 ) -> PlanRun:
     started = time.perf_counter()
     planning = await planner.run(
-        PLAN_PROMPT.format(max_steps=max_steps, task=task), tenant, max_tokens=64 * max_steps
+        PLAN_PROMPT.format(max_steps=max_steps, task=task), tenant, max_tokens=plan_max_tokens
     )
     plan = parse_plan(planning.answer.text, max_steps) or [task]
     plan_text = "\n".join(f"{n}. {step}" for n, step in enumerate(plan, 1))
@@ -181,10 +182,18 @@ async def compare(
     max_steps: int = 5,
     parallel: bool = False,
     max_tokens: int | None = None,
+    plan_max_tokens: int | None = 200,
+    step_max_tokens: int | None = 256,
 ) -> PlanComparison:
     """Both runs, one after the other (so they do not compete for the same upstreams)."""
     baseline = await strong_only(task, planner, max_tokens=max_tokens)
     planned = await plan_and_execute(
-        task, planner, executor, max_steps=max_steps, parallel=parallel
+        task,
+        planner,
+        executor,
+        max_steps=max_steps,
+        parallel=parallel,
+        plan_max_tokens=plan_max_tokens,
+        step_max_tokens=step_max_tokens,
     )
     return PlanComparison(planned, baseline)
