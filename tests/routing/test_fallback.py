@@ -5,6 +5,7 @@ all. Every upstream is a mock over real HTTP."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,11 +17,14 @@ from nearline.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from nearline.providers.base import Deadline, ProviderCall
+from nearline.providers.base import Capabilities, Deadline, ProviderCall
 from nearline.providers.mock import MockBehaviour, deterministic_words
 from nearline.providers.registry import build_providers
+from nearline.routing.breaker import BreakerState, CircuitBreaker
+from nearline.routing.deployment import Deployment
 from nearline.routing.hedging import is_retryable
 from nearline.routing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
+from nearline.routing.settings import TierSettings
 from nearline.routing.telemetry import RoutingCounters
 from nearline.routing.tiered import TieredProvider
 from nearline.serving.events import Delta, Done, Event
@@ -217,3 +221,46 @@ def test_config_refuses_unknown_tiers_and_providers():
         )
     with pytest.raises(ConfigError, match="unknown key"):
         load_settings(routing={"tiers": {}, "hedging": True})
+
+
+class Rejecting:
+    """An upstream that refuses the request itself (its 4xx); counts its calls."""
+
+    name = "rejecting"
+    capabilities = Capabilities()
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[Event]:
+        self.calls += 1
+        raise UpstreamRejected("bad request")
+        yield Done()  # pragma: no cover  # makes this an async generator
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def is_ready(self) -> bool:
+        return True
+
+
+async def test_a_rejected_request_is_not_retried_and_not_held_against_the_deployment():
+    first, second = Rejecting(), Rejecting()
+    settings = TierSettings.model_validate(
+        {
+            "deployments": [{"provider": "a", "upstream_model": "m"}],
+            "breaker": {"consecutive_failures": 1},
+        }
+    )
+    deployments = [
+        Deployment(name, provider, "m", CircuitBreaker(settings.breaker))
+        for name, provider in (("first", first), ("second", second))
+    ]
+    tier = TieredProvider("main", settings, deployments, RoutingCounters())
+    with pytest.raises(UpstreamRejected):
+        await answer(tier)
+    assert (first.calls, second.calls) == (1, 0)
+    assert deployments[0].breaker.state is BreakerState.CLOSED

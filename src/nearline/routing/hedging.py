@@ -187,12 +187,13 @@ class FirstTokenRace:
 
     async def _fail(self, attempt: Attempt, error: NearlineError) -> None:
         await attempt.events.aclose()
-        attempt.deployment.breaker.record_failure()
         self._telemetry.failed_before_first_token(
             self._tier, attempt.deployment.name, error.code or ""
         )
         if not is_retryable(error):
+            attempt.deployment.breaker.release_probe()  # the request's fault, not the upstream's
             raise error
+        attempt.deployment.breaker.record_failure()
 
     async def _cancel_running(self) -> None:
         """Cancel every attempt still racing and close its stream (its connection closes)."""
