@@ -23,6 +23,7 @@ from nearline.routing.mock_fleet import MockUpstream, mock_upstreams, provider_s
 from nearline.routing.telemetry import RoutingCounters
 from nearline.serving.events import Delta, Done, Event, Preliminary, Replace, Usage
 from nearline.serving.request import ChatRequest
+from nearline.telemetry.metrics import GatewayMetrics
 
 QUICK = MockBehaviour(ttft_s=0.01, tokens_per_s=2000)
 MESSAGES = [{"role": "user", "content": "what is a cascade?"}]
@@ -164,3 +165,24 @@ async def test_heuristic_scorer_matches_the_function():
     scorer = HeuristicConfidence()
     answer = collected("fine answer")
     assert (await scorer.score(call(), answer)) == heuristic_confidence(answer)
+
+
+async def test_escalations_show_in_the_gateways_prometheus_registry():
+    metrics = GatewayMetrics()
+    with mock_upstreams(cheap=MockBehaviour(error_rate=1.0), strong=QUICK) as up:
+        settings = load_settings(
+            providers=provider_settings(up),
+            models={"auto": {"provider": "auto"}},
+            routing={
+                "tiers": {
+                    "light": {"deployments": [{"provider": "cheap", "upstream_model": "s"}]},
+                    "frontier": {"deployments": [{"provider": "strong", "upstream_model": "b"}]},
+                },
+                "cascades": {"auto": {"cheap": "light", "strong": "frontier"}},
+            },
+        )
+        cascade = build_providers(settings, RoutingCounters(metrics.registry))["auto"]
+        assert isinstance(cascade, CascadeProvider)
+        await answer(cascade)
+    text = metrics.render().decode()
+    assert 'nearline_routing_cascade_total{cascade="auto",outcome="escalated"} 1.0' in text

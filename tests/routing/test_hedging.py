@@ -23,6 +23,7 @@ from nearline.routing.telemetry import RoutingCounters
 from nearline.routing.tiered import TieredProvider
 from nearline.serving.events import Delta, Done, Event
 from nearline.serving.request import ChatRequest
+from nearline.telemetry.metrics import GatewayMetrics
 
 STALL_S = 5.0
 FAST = MockBehaviour(ttft_s=0.02, tokens_per_s=2000)
@@ -158,3 +159,20 @@ async def test_a_per_request_budget_overrides_the_tier_budget():
         assert isinstance(events[-1], Done)
         assert counters.answers == {("frontier", "fast"): 1}
         assert (await up["stalled"].wait_for("cancelled", 1))["cancelled"] == 1
+
+
+async def test_hedges_show_in_the_gateways_prometheus_registry():
+    metrics = GatewayMetrics()
+    with mock_upstreams(stalled=STALLED, fast=FAST) as up:
+        config = tier_config(up, ["stalled", "fast"], ttft_budget_s=0.05)
+        tier = build_providers(load_settings(**config), RoutingCounters(metrics.registry))
+        frontier = tier["frontier"]
+        assert isinstance(frontier, TieredProvider)
+        await answer(frontier)
+    text = metrics.render().decode()
+    assert (
+        'nearline_routing_attempts_total{deployment="fast",kind="hedge",tier="frontier"} 1.0'
+        in text
+    )
+    assert 'nearline_routing_answered_total{deployment="fast",tier="frontier"} 1.0' in text
+    assert 'nearline_routing_cancelled_total{deployment="stalled",tier="frontier"} 1.0' in text
