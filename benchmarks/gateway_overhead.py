@@ -113,6 +113,8 @@ async def main() -> None:
     config = Path(tempfile.mkdtemp()) / "nearline.yaml"
     config.write_text(yaml.safe_dump({
         "server": {"log_level": "warning"},
+        "cache": {"exact": {"enabled": False}},  # every request must reach the upstream
+        "request_log": {"sqlite_path": str(config.parent / "requests.sqlite")},
         "providers": {"mock": {"base_url": f"http://127.0.0.1:{mock_port}/v1",
                                "max_connections": 2000}},
         "models": {"mock": {"provider": "mock", "upstream_model": "mock-1"}},

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from nearline import __version__
 from nearline.api import admin, health, metrics, openai, pages, ws
@@ -18,6 +19,14 @@ from nearline.cache.exact_store import ExactStore, MemoryExactStore, RedisExactS
 from nearline.config import Settings
 from nearline.providers.registry import build_providers
 from nearline.serving.pipeline import ServingPipeline
+from nearline.telemetry.requestlog import (
+    PostgresSink,
+    Redactor,
+    RequestLog,
+    RowSink,
+    SqliteSink,
+)
+from nearline.telemetry.tracing import build_tracer_provider, tracer_from
 from nearline.tenancy import KeyRing
 
 
@@ -33,16 +42,44 @@ def build_exact_cache(settings: Settings, redis_client: aioredis.Redis | None) -
     return ExactCache(store, config.ttl_s, config.stale_while_revalidate_s)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def build_request_log(settings: Settings) -> RequestLog | None:
+    config = settings.request_log
+    if not config.enabled:
+        return None
+    sink: RowSink = (
+        PostgresSink(config.postgres_dsn) if config.postgres_dsn else SqliteSink(config.sqlite_path)
+    )
+    return RequestLog(sink, buffer_rows=config.buffer_rows, retention_days=config.retention_days)
+
+
+def create_app(settings: Settings, span_exporter: SpanExporter | None = None) -> FastAPI:
+    """The gateway. ``span_exporter`` receives every finished span (tests, embedding apps)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         providers = build_providers(settings)
         redis_client = aioredis.from_url(settings.redis.url) if settings.redis.url else None
         exact = build_exact_cache(settings, redis_client)
+        request_log = build_request_log(settings)
+        tracer_provider = build_tracer_provider(
+            settings.tracing.service_name, settings.tracing.otlp_endpoint, span_exporter
+        )
+        tracer = tracer_from(tracer_provider)
         pipeline = ServingPipeline(
-            settings.models, providers, exact, settings.cache.replay_tokens_per_s
+            settings.models,
+            providers,
+            exact,
+            settings.cache.replay_tokens_per_s,
+            request_log=request_log,
+            redact=Redactor(
+                settings.request_log.redact_patterns, settings.request_log.store_content
+            ),
+            tracer=tracer,
+            progressive=settings.progressive,
         )
         try:
+            if request_log is not None:
+                await request_log.start()
             for provider in providers.values():
                 await provider.start()
             app.state.nearline = AppState(
@@ -50,16 +87,21 @@ def create_app(settings: Settings) -> FastAPI:
                 keyring=KeyRing(settings.auth),
                 providers=providers,
                 pipeline=pipeline,
+                request_log=request_log,
+                tracer=tracer,
             )
             yield
         finally:
             await pipeline.aclose()
+            if request_log is not None:
+                await request_log.close()
             if exact is not None:
                 await exact.aclose()
             for provider in providers.values():
                 await provider.aclose()
             if redis_client is not None:
                 await redis_client.aclose()
+            tracer_provider.shutdown()  # flushes the OTLP exporter
 
     app = FastAPI(
         title="nearline",

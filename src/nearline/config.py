@@ -63,6 +63,9 @@ class LocalModelSettings(_Strict):
     max_queue: int = Field(default=16, ge=1)
     queue_retry_after_s: float = Field(default=2.0, gt=0)
     default_max_tokens: int = Field(default=256, ge=1)
+    # Saved KV states keyed by token prefix, so interleaved conversations with different long
+    # system prompts each resume their own prefix (0 disables).
+    state_cache_mb: int = Field(default=512, ge=0)
 
 
 class HttpProviderSettings(_Strict):
@@ -96,6 +99,37 @@ class CacheSettings(_Strict):
     replay_tokens_per_s: float = Field(default=0.0, ge=0)  # 0: replay hits at once
 
 
+class RequestLogSettings(_Strict):
+    """Inputs, outputs and what answered, written off the hot path (SQLite or PostgreSQL)."""
+
+    enabled: bool = True
+    sqlite_path: Path = Path("nearline-data/requests.sqlite")
+    postgres_dsn: str | None = None  # e.g. postgresql://127.0.0.1/nearline; wins over SQLite
+    buffer_rows: int = Field(default=10_000, ge=1)  # a full buffer drops log rows, not requests
+    retention_days: float | None = Field(default=30.0, gt=0)
+    store_content: bool = True  # False: keep timings and metadata, not messages or answers
+    redact_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"[\w.+-]+@[\w-]+\.[\w.-]+",  # e-mail addresses
+            r"\b(?:\d[ -]?){13,19}\b",  # card-like digit runs
+        ]
+    )
+
+
+class TracingSettings(_Strict):
+    """Spans are always kept in-process (trace id header); exported only with an endpoint."""
+
+    service_name: str = "nearline"
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://")  # e.g. :4318
+
+
+class ProgressiveSettings(_Strict):
+    """Progressive answers: a preliminary at once, then the refined answer."""
+
+    draft_model: str | None = DEFAULT_MODEL_NAME  # a catalogue name; null: no drafts
+    draft_max_tokens: int = Field(default=48, ge=1)
+
+
 class PriceSettings(_Strict):
     """USD per million tokens, for the savings and cost figures."""
 
@@ -112,6 +146,7 @@ class ModelRoute(_Strict):
     # always: cache every complete answer; deterministic: only temperature 0 or a fixed seed
     cache: Literal["always", "deterministic", "never"] = "always"
     price: PriceSettings | None = None
+    progressive: bool = False  # answer progressively unless the request says otherwise
 
 
 def _default_models() -> dict[str, ModelRoute]:
@@ -132,6 +167,9 @@ class Settings(BaseSettings):
     models: dict[str, ModelRoute] = Field(default_factory=_default_models)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    progressive: ProgressiveSettings = Field(default_factory=ProgressiveSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     # Each face adds its own section here, defined in its own package:

@@ -32,6 +32,7 @@ class NearlineError(Exception):
         if code is not None:
             self.code = code
         self.retry_after_s = retry_after_s
+        self.extra_headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
         return {
@@ -45,8 +46,8 @@ class NearlineError(Exception):
 
     def headers(self) -> dict[str, str]:
         if self.retry_after_s is None:
-            return {}
-        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+            return dict(self.extra_headers)
+        return {"Retry-After": str(max(1, round(self.retry_after_s))), **self.extra_headers}
 
 
 class InvalidRequest(NearlineError):

@@ -97,7 +97,11 @@ def test_a_repeat_is_served_from_the_exact_tier_without_asking_upstream():
         assert first.headers["x-nearline-source"] == "inference"
         assert second.headers["x-nearline-source"] == "exact"
         assert second.headers["x-nearline-similarity"] == "1.0000"
-        assert second.json()["nearline"] == {"source": "exact", "similarity": 1.0}
+        assert second.json()["nearline"] == {
+            "source": "exact",
+            "similarity": 1.0,
+            "preliminary": None,
+        }
         a, b = first.json(), second.json()
         assert a["choices"][0]["message"] == b["choices"][0]["message"]
         assert b["usage"]["prompt_tokens_details"]["cached_tokens"] == b["usage"]["prompt_tokens"]

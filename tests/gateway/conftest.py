@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
@@ -33,9 +34,10 @@ def mock_upstream_url() -> Iterator[str]:
         yield url
 
 
-def gateway_config(mock_url: str) -> dict[str, object]:
+def gateway_config(mock_url: str, log_path: Path) -> dict[str, object]:
     return {
         "server": {"log_level": "warning", "max_body_bytes": 64_000},
+        "request_log": {"sqlite_path": str(log_path)},
         "auth": {
             "keys": [
                 {"sha256": hash_api_key(ALPHA_KEY), "tenant": "alpha"},
@@ -53,8 +55,10 @@ def gateway_config(mock_url: str) -> dict[str, object]:
 @pytest.fixture(scope="session")
 def gateway_url(mock_upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``nearline serve`` process, started from its CLI with a YAML config."""
-    config_path = tmp_path_factory.mktemp("gateway") / "nearline.yaml"
-    config_path.write_text(yaml.safe_dump(gateway_config(mock_upstream_url)))
+    folder = tmp_path_factory.mktemp("gateway")
+    config_path = folder / "nearline.yaml"
+    config = gateway_config(mock_upstream_url, folder / "requests.sqlite")
+    config_path.write_text(yaml.safe_dump(config))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEARLINE_")}
     process = subprocess.Popen(

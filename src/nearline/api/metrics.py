@@ -16,4 +16,6 @@ async def metrics(request: Request) -> Response:
     state = app_state(request)
     depth = getattr(state.providers.get("local"), "queue_depth", 0)
     state.pipeline.metrics.queue_depth.set(depth)
+    if state.request_log is not None:
+        state.pipeline.metrics.request_log_dropped.set(state.request_log.dropped)
     return Response(state.pipeline.metrics.render(), media_type=CONTENT_TYPE_LATEST)

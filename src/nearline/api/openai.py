@@ -8,16 +8,19 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from nearline.api.responses import SSE_HEADERS, JSONBody
-from nearline.api.state import app_state
+from nearline.api.state import AppState, app_state
 from nearline.cache import policy as cache_policy
-from nearline.errors import InvalidRequest
+from nearline.errors import InvalidRequest, NearlineError
 from nearline.serving.pipeline import Answer
 from nearline.serving.request import ChatRequest
 from nearline.serving.sse import ChunkEncoder, collect_body
+from nearline.telemetry.tracing import TRACE_HEADER, trace_id_hex
 from nearline.tenancy import Tenant
 
 router = APIRouter()
@@ -68,24 +71,56 @@ def request_tenant(request: Request) -> Tenant:
 async def chat_completions(request: Request) -> Response:
     received_at = time.perf_counter()
     state = app_state(request)
-    tenant = request_tenant(request)
+    root = state.tracer.start_span("POST /v1/chat/completions", kind=SpanKind.SERVER)
+    try:
+        return await _chat_completions(request, state, root, received_at)
+    except NearlineError as error:
+        root.set_status(Status(StatusCode.ERROR, error.message))
+        root.end()
+        error.extra_headers[TRACE_HEADER] = trace_id_hex(root)
+        raise
+
+
+async def _chat_completions(
+    request: Request, state: AppState, root: Span, received_at: float
+) -> Response:
+    parent = trace.set_span_in_context(root)
+    with state.tracer.start_span("auth", context=parent):
+        tenant = request_tenant(request)
     chat = parse_chat_request(await request.body())
+    root.set_attribute("gen_ai.request.model", chat.model)
     call = state.pipeline.resolve(chat, tenant)
     answer = await state.pipeline.answer(
-        call, cache_policy.from_header(request.headers.get("cache-control")), received_at
+        call,
+        cache_policy.from_header(request.headers.get("cache-control")),
+        received_at,
+        trace_parent=parent,
+        progressive=_progressive_header(request.headers.get("x-nearline-progressive")),
     )
     provenance = _provenance(answer)
-    headers = {"x-nearline-source": answer.source}
+    headers = {"x-nearline-source": answer.source, TRACE_HEADER: trace_id_hex(root)}
     if answer.similarity is not None:
         headers["x-nearline-similarity"] = f"{answer.similarity:.4f}"
+    root.set_attribute("nearline.source", answer.source)
     if not chat.stream:
-        body = await collect_body(chat.model, answer.events())
-        body["nearline"] = provenance
+        try:
+            body = await collect_body(chat.model, answer.events(), provenance)
+        finally:
+            root.end()
         return JSONBody(body, headers=headers)
     encoder = ChunkEncoder(model=chat.model, include_usage=chat.include_usage, extension=provenance)
+    streaming = state.tracer.start_span("stream", context=parent)
     return StreamingResponse(
-        _sse(encoder, answer), media_type="text/event-stream", headers=SSE_HEADERS | headers
+        _sse(encoder, answer, (streaming, root)),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS | headers,
     )
+
+
+def _progressive_header(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def _provenance(answer: Answer) -> dict[str, Any]:
@@ -93,7 +128,9 @@ def _provenance(answer: Answer) -> dict[str, Any]:
     return {"source": answer.source, "similarity": answer.similarity}
 
 
-async def _sse(encoder: ChunkEncoder, answer: Answer) -> AsyncIterator[bytes]:
+async def _sse(
+    encoder: ChunkEncoder, answer: Answer, spans: tuple[Span, ...]
+) -> AsyncIterator[bytes]:
     try:
         yield encoder.opening()
         async for event in answer.events():
@@ -102,6 +139,8 @@ async def _sse(encoder: ChunkEncoder, answer: Answer) -> AsyncIterator[bytes]:
                 yield frame
     finally:
         await answer.aclose()  # the client left or the answer ended: stop the upstream work
+        for span in spans:
+            span.end()
 
 
 @router.get("/v1/models")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opentelemetry.trace import Tracer
 from starlette.requests import Request
 
 from nearline.config import Settings
 from nearline.providers.base import Provider
 from nearline.serving.pipeline import ServingPipeline
+from nearline.telemetry.requestlog import RequestLog
 from nearline.tenancy import KeyRing
 
 
@@ -18,6 +20,8 @@ class AppState:
     keyring: KeyRing
     providers: dict[str, Provider]
     pipeline: ServingPipeline
+    tracer: Tracer
+    request_log: RequestLog | None = None
 
 
 def app_state(request: Request) -> AppState:

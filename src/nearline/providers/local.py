@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
+from llama_cpp import StoppingCriteriaList
 
 from nearline.config import LocalModelSettings
 from nearline.errors import InvalidRequest, NearlineError, UpstreamError
@@ -86,6 +87,7 @@ class LocalProvider:
 
     def _load(self) -> None:
         from llama_cpp import Llama
+        from llama_cpp.llama_cache import LlamaRAMCache
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         path = self._settings.model_path or default_model_path()
@@ -96,6 +98,8 @@ class LocalProvider:
             n_batch=self._settings.n_batch,
             verbose=False,
         )
+        if self._settings.state_cache_mb:
+            llm.set_cache(LlamaRAMCache(capacity_bytes=self._settings.state_cache_mb << 20))
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise RuntimeError(f"{path} carries no chat template (tokenizer.chat_template)")
@@ -189,7 +193,7 @@ class LocalProvider:
             )
         wanted = request.max_output_tokens or self._settings.default_max_tokens
         max_tokens = min(wanted, room)
-        cached = _reusable_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+        cached = _reusable_prefix(llm, tokens)
 
         def stop_when_cancelled(
             _ids: npt.NDArray[np.intc], _logits: npt.NDArray[np.single]
@@ -206,7 +210,7 @@ class LocalProvider:
             seed=request.seed,
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
-            stopping_criteria=[stop_when_cancelled],
+            stopping_criteria=StoppingCriteriaList([stop_when_cancelled]),
             stream=True,
         )
         text_parts: list[str] = []
@@ -239,11 +243,22 @@ def _template_role(role: str) -> str:
     return "system" if role == "developer" else role
 
 
-def _reusable_prefix(previous: list[int], tokens: list[int]) -> int:
-    """How many prompt tokens llama.cpp will take from the KV cache instead of evaluating."""
-    common = 0
-    for a, b in zip(previous, tokens, strict=False):
-        if a != b:
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
             break
-        common += 1
-    return min(common, len(tokens) - 1)
+        length += 1
+    return length
+
+
+def _reusable_prefix(llm: Any, tokens: list[int]) -> int:
+    """How many prompt tokens llama.cpp will reuse instead of evaluating: the longer of the
+    live context's common prefix and the best saved state's (llama-cpp-python loads that
+    state when it is longer). At least one token is always evaluated."""
+    best = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+    if llm.cache is not None:
+        key = llm.cache._find_longest_prefix_key(tuple(tokens))
+        if key is not None:
+            best = max(best, _common_prefix(key, tokens))
+    return min(best, len(tokens) - 1)

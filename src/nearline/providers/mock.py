@@ -44,6 +44,9 @@ class MockBehaviour:
     # Heavy tail: this share of requests waits ttft_s * slow_factor for its first token.
     slow_rate: float = 0.0
     slow_factor: float = 10.0
+    # Hold every answer before its first token until ``POST /mock/release`` (tests that must
+    # order events without depending on how fast this machine is).
+    hold_until_released: bool = False
 
 
 @dataclass(slots=True)
@@ -103,6 +106,11 @@ def first_token_delay(behaviour: MockBehaviour, request_number: int) -> float:
 def create_mock_app(behaviour: MockBehaviour) -> Starlette:
     stats = MockStats()
     chaos = random.Random(behaviour.seed)
+    gate = [asyncio.Event()]  # the current hold; a release opens it and starts a new one
+
+    async def held() -> None:
+        if behaviour.hold_until_released:
+            await gate[0].wait()
 
     async def chat_completions(request: Request) -> Response:
         stats.requests += 1
@@ -152,6 +160,7 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
         created = int(time.time())
         chunk_id = "chatcmpl-mock-" + hashlib.sha1(str(stats.requests).encode()).hexdigest()[:12]
         if not payload.get("stream"):
+            await held()
             await asyncio.sleep(
                 first_token_delay(behaviour, stats.requests)
                 + max(0, count - 1) / behaviour.tokens_per_s
@@ -203,6 +212,7 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
     ) -> AsyncIterator[bytes]:
         stats.active += 1
         try:
+            await held()
             await asyncio.sleep(ttft_s)
             yield _chunk(chunk_id, model, created, {"role": "assistant", "content": ""}, None)
             for index, word in enumerate(words):
@@ -242,6 +252,11 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
             }
         )
 
+    async def release(_: Request) -> Response:
+        opened, gate[0] = gate[0], asyncio.Event()
+        opened.set()
+        return JSONResponse({"released": True})
+
     async def stats_endpoint(_: Request) -> Response:
         return JSONResponse(stats.as_dict())
 
@@ -250,5 +265,6 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/mock/stats", stats_endpoint, methods=["GET"]),
+            Route("/mock/release", release, methods=["POST"]),
         ]
     )

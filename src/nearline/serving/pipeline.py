@@ -11,15 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+
+import orjson
+from opentelemetry.context import Context
+from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
 
 from nearline.cache import policy
 from nearline.cache.exact import ExactCache, exact_key
 from nearline.cache.exact_store import EntryKey
 from nearline.cache.policy import CacheDirective
 from nearline.cache.recording import RecordedAnswer, recorded, replay
-from nearline.config import ModelRoute
+from nearline.config import ModelRoute, ProgressiveSettings
 from nearline.errors import (
     ModelNotFound,
     NearlineError,
@@ -29,9 +34,12 @@ from nearline.errors import (
 )
 from nearline.providers.base import Provider, ProviderCall
 from nearline.serving.events import Done, ErrorEvent, Event
+from nearline.serving.progressive import with_preliminary
 from nearline.serving.request import ChatRequest
 from nearline.telemetry.metrics import GatewayMetrics
-from nearline.telemetry.observe import Price, observed
+from nearline.telemetry.observe import AnswerOutcome, Price, observed
+from nearline.telemetry.requestlog import RequestLog, RequestRecord
+from nearline.telemetry.tracing import genai_request_attributes, traced
 from nearline.tenancy import Tenant
 
 log = logging.getLogger(__name__)
@@ -40,6 +48,7 @@ _Store = Callable[[RecordedAnswer], Awaitable[None]]
 
 INFERENCE = "inference"
 EXACT = "exact"
+DRAFT = "draft"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +77,16 @@ class ServingPipeline:
         exact: ExactCache | None = None,
         replay_tokens_per_s: float = 0.0,
         metrics: GatewayMetrics | None = None,
+        request_log: RequestLog | None = None,
+        redact: Callable[[str], str] = str,
+        tracer: Tracer | None = None,
+        progressive: ProgressiveSettings | None = None,
     ) -> None:
+        self._tracer = tracer or NoOpTracer()
+        self._progressive = progressive or ProgressiveSettings()
         self._metrics = metrics or GatewayMetrics()
+        self._request_log = request_log
+        self._redact = redact
         self._models = dict(models)
         self._providers = dict(providers)
         self._exact = exact
@@ -116,11 +133,19 @@ class ServingPipeline:
         call: ProviderCall,
         client_directive: CacheDirective | None = None,
         received_at: float | None = None,
+        trace_parent: Context | None = None,
+        progressive: bool | None = None,
     ) -> Answer:
-        """Start answering; raise ``NearlineError`` if it fails before the first event."""
+        """Start answering; raise ``NearlineError`` if it fails before the first event.
+
+        ``progressive`` is the transport's say (e.g. the ``X-Nearline-Progressive`` header);
+        the request's ``nearline.progressive`` and the model's config are consulted too.
+        """
         received_at = time.perf_counter() if received_at is None else received_at
         try:
-            return await self._answer(call, client_directive or CacheDirective(), received_at)
+            return await self._answer(
+                call, client_directive or CacheDirective(), received_at, trace_parent, progressive
+            )
         except NearlineError as error:
             self._metrics.upstream_errors.labels(
                 model=call.request.model, code=error.code or ""
@@ -128,12 +153,26 @@ class ServingPipeline:
             raise
 
     def _observed(
-        self, events: AsyncIterator[Event], call: ProviderCall, source: str, received_at: float
+        self,
+        events: AsyncIterator[Event],
+        call: ProviderCall,
+        source: str,
+        received_at: float,
+        similarity: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         route = self._models[call.request.model]
         price = (
             Price(route.price.input_per_mtok, route.price.output_per_mtok) if route.price else None
         )
+        arrived_unix = time.time() - (time.perf_counter() - received_at)
+
+        def log_request(outcome: AnswerOutcome) -> None:
+            if self._request_log is None:
+                return
+            self._request_log.record(
+                self._record(call, source, similarity, arrived_unix, outcome, price)
+            )
+
         return observed(
             events,
             self._metrics,
@@ -141,10 +180,54 @@ class ServingPipeline:
             source=source,
             received_at=received_at,
             price=price,
+            on_end=log_request,
+        )
+
+    def _record(
+        self,
+        call: ProviderCall,
+        source: str,
+        similarity: float | None,
+        arrived_unix: float,
+        outcome: AnswerOutcome,
+        price: Price | None,
+    ) -> RequestRecord:
+        request = call.request
+        messages = [{"role": m.role, "content": m.text} for m in request.messages]
+        cost = None
+        if price is not None and source == INFERENCE:
+            cost = price.cost(outcome.usage)
+        elif price is not None:
+            cost = 0.0  # answered from cache: no upstream spend
+        return RequestRecord(
+            ts=arrived_unix,
+            request_id=uuid.uuid4().hex,
+            tenant=call.tenant,
+            model=request.model,
+            route="chat.completions",
+            source=source,
+            similarity=similarity,
+            stream=request.stream,
+            outcome=outcome.outcome,
+            error_code=outcome.error_code,
+            time_to_first_useful_ms=_ms(outcome.first_useful_s),
+            time_to_first_token_ms=_ms(outcome.first_token_s),
+            total_ms=outcome.total_s * 1000,
+            prompt_tokens=outcome.usage.prompt_tokens,
+            completion_tokens=outcome.usage.completion_tokens,
+            cached_tokens=outcome.usage.cached_tokens,
+            cost_usd=cost,
+            input=self._redact(orjson.dumps(messages).decode()),
+            output=self._redact(outcome.text),
         )
 
     async def _answer(
-        self, call: ProviderCall, client_directive: CacheDirective, received_at: float
+        self,
+        call: ProviderCall,
+        client_directive: CacheDirective,
+        received_at: float,
+        trace_parent: Context | None,
+        progressive: bool | None,
     ) -> Answer:
         route = self._models[call.request.model]
         directive = client_directive.also(policy.from_request(call.request)).also(
@@ -152,19 +235,63 @@ class ServingPipeline:
         )
         key = exact_key(call, route.provider) if self._exact is not None else None
         if self._exact is not None and key is not None and directive.lookup:
-            hit = await self._exact.get(key)
+            with self._tracer.start_span("cache.exact", context=trace_parent) as lookup:
+                hit = await self._exact.get(key)
+                lookup.set_attribute("nearline.cache.hit", hit is not None)
             if hit is not None:
                 self._metrics.cache_hits.labels(tier=EXACT).inc()
                 if hit.stale:
                     self._refresh_in_background(call, key)
                 replayed = replay(hit.answer, EXACT, self._replay_tokens_per_s)
-                events = self._observed(replayed, call, EXACT, received_at)
+                events = self._observed(replayed, call, EXACT, received_at, similarity=1.0)
                 return Answer(first=await anext(events), rest=events, source=EXACT, similarity=1.0)
             self._metrics.cache_misses.inc()
-        events = self._infer(call)
+        provider_span = self._tracer.start_span(
+            f"chat {call.upstream_model}",
+            context=trace_parent,
+            kind=SpanKind.CLIENT,
+            attributes=genai_request_attributes(call.request, route.provider),
+        )
+        events = traced(self._infer(call), provider_span)
         if self._exact is not None and key is not None and directive.store:
             events = recorded(events, self._storer(key))
+        if self._wants_progressive(call.request, route, progressive):
+            draft = self._draft(call, route)
+            if draft is not None:
+                events = with_preliminary(events, draft, source=DRAFT)
         return await _started(self._observed(events, call, INFERENCE, received_at), INFERENCE)
+
+    def _wants_progressive(
+        self, request: ChatRequest, route: ModelRoute, transport_says: bool | None
+    ) -> bool:
+        if request.nearline.progressive is not None:
+            return request.nearline.progressive
+        if transport_says is not None:
+            return transport_says
+        return route.progressive
+
+    def _draft(self, call: ProviderCall, route: ModelRoute) -> AsyncGenerator[Event, None] | None:
+        """A quick answer from the light model, when one is configured and it is not the
+        model that gives the refined answer anyway."""
+        draft_model = self._progressive.draft_model
+        draft_route = self._models.get(draft_model) if draft_model else None
+        if draft_route is None or draft_route.provider == route.provider:
+            return None
+        request = call.request.model_copy(
+            update={
+                "model": draft_model,
+                "max_tokens": self._progressive.draft_max_tokens,
+                "max_completion_tokens": None,
+                "stream": True,
+            }
+        )
+        draft_call = ProviderCall(
+            request=request,
+            upstream_model=draft_route.upstream_model or request.model,
+            tenant=call.tenant,
+            deadline=call.deadline,
+        )
+        return _guarded(self._providers[draft_route.provider].stream(draft_call))
 
     def _infer(self, call: ProviderCall) -> AsyncGenerator[Event, None]:
         provider = self._providers[self._models[call.request.model].provider]
@@ -198,6 +325,10 @@ class ServingPipeline:
         for task in list(self._refreshing.values()):
             task.cancel()
         await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
 
 
 async def _started(events: AsyncGenerator[Event, None], source: str) -> Answer:

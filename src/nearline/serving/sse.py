@@ -92,12 +92,37 @@ class ChunkEncoder:
             case ErrorEvent(error=error):
                 return sse_frame(error.body()) + DONE_FRAME
             case Preliminary() | Replace():
-                return b""  # progressive events are rendered by progressive-aware transports
+                return progressive_comment(event)
 
 
-async def collect_body(model: str, events: AsyncIterator[Event]) -> dict[str, Any]:
-    """Fold an event stream into a ``chat.completion`` body; an error event raises it."""
+def progressive_event(event: Preliminary | Replace) -> dict[str, Any]:
+    """A progressive event as the JSON object both SSE comments and WebSocket messages carry."""
+    if isinstance(event, Preliminary):
+        return {
+            "type": "preliminary",
+            "text": event.text,
+            "source": event.source,
+            "similarity": event.similarity,
+        }
+    return {"type": "replace", "action": event.action}
+
+
+def progressive_comment(event: Preliminary | Replace) -> bytes:
+    """SSE comment lines are ignored by every SSE parser, so plain OpenAI clients never see
+    them; progressive-aware clients read lines starting with ``: nearline ``."""
+    return b": nearline " + orjson.dumps(progressive_event(event)) + b"\n\n"
+
+
+async def collect_body(
+    model: str, events: AsyncIterator[Event], extension: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fold an event stream into a ``chat.completion`` body; an error event raises it.
+
+    With ``extension``, the body carries it as ``"nearline"``, plus the last preliminary
+    answer shown (or null) under ``"preliminary"``.
+    """
     parts: list[str] = []
+    preliminary: dict[str, Any] | None = None
     usage = Usage(0, 0)
     finish_reason: FinishReason | None = None
     async for event in events:
@@ -110,8 +135,11 @@ async def collect_body(model: str, events: AsyncIterator[Event]) -> dict[str, An
                 finish_reason = reason
             case ErrorEvent(error=error):
                 raise error
-            case Preliminary() | Replace():
-                pass
+            case Preliminary():
+                preliminary = progressive_event(event)
+            case Replace():
+                if preliminary is not None:
+                    preliminary["action"] = event.action
     if finish_reason is None:
         raise UpstreamError("the answer ended without finishing")
     return {
@@ -128,6 +156,7 @@ async def collect_body(model: str, events: AsyncIterator[Event]) -> dict[str, An
             }
         ],
         "usage": usage_body(usage),
+        **({} if extension is None else {"nearline": {**extension, "preliminary": preliminary}}),
     }
 
 

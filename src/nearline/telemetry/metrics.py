@@ -89,6 +89,17 @@ class GatewayMetrics:
             ["model", "code"],
             registry=r,
         )
+        self.preliminaries = Counter(
+            "nearline_preliminaries_total",
+            "Preliminary answers by what the refinement did to them (replace or confirm).",
+            ["action"],
+            registry=r,
+        )
+        self.request_log_dropped = Gauge(
+            "nearline_request_log_dropped_rows",
+            "Request-log rows dropped because the write buffer was full (requests never are).",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "nearline_local_queue_depth", "Requests waiting for the local model.", registry=r
         )

@@ -1,0 +1,121 @@
+"""Interleaved conversations with different long system prompts: does each keep its prefix?
+
+Three tenants, each with its own ~1,000-token system prompt, take turns (A, B, C, A, B, C, …)
+asking different short questions of the local model through a real ``nearline serve``.
+Without saved KV states, every turn finds the context taken by another tenant's prompt and
+re-evaluates ~1,000 tokens. With ``local.state_cache_mb`` (the default), each turn resumes
+its own prefix. Both gateways run side by side and alternate turn by turn; the exact cache
+is bypassed (``Cache-Control: no-store``). Prints time to first token p50/p95 for warm turns
+(every turn after a tenant's first) and the cached prompt tokens reported in ``usage``.
+
+    .venv/bin/python benchmarks/prefix_cache.py --rounds 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import yaml
+
+from nearline.testing import free_port, wait_until_ready
+
+TOPICS = ["a bakery", "a bicycle repair shop", "a public library"]
+WORDS = ("policy customer order refund delivery opening hours staff member price list "
+         "discount loyalty card weekend holiday receipt payment method allergy ingredient "
+         "repair warranty booking return exchange membership fee late notice").split()
+
+
+def system_prompt(topic: str, seed: int) -> str:
+    rng = random.Random(seed)
+    rules = [f"Rule {i}: " + " ".join(rng.choice(WORDS) for _ in range(14)) + "."
+             for i in range(1, 60)]
+    return f"You are the assistant of {topic}. Follow the house rules.\n" + "\n".join(rules)
+
+
+def start_gateway(state_cache_mb: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    config = Path(tempfile.mkdtemp()) / "nearline.yaml"
+    config.write_text(yaml.safe_dump({"server": {"log_level": "warning"},
+                                      "local": {"state_cache_mb": state_cache_mb}}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nearline", "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def turn(url: str, system: str, question: str) -> tuple[float, int, int]:
+    body = {"model": "smollm2-135m-instruct", "stream": True, "max_tokens": 4,
+            "stream_options": {"include_usage": True}, "temperature": 0,
+            "messages": [{"role": "system", "content": system},
+                         {"role": "user", "content": question}]}
+    start = time.perf_counter()
+    ttft = None
+    usage = {}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120,
+                      headers={"Cache-Control": "no-store"}) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = orjson.loads(line[6:])
+            if ttft is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                ttft = (time.perf_counter() - start) * 1000
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+    assert ttft is not None
+    return ttft, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds-without", type=int, default=3,
+                        help="rounds for the gateway without saved states (each turn is cold)")
+    args = parser.parse_args()
+    prompts = [system_prompt(topic, i) for i, topic in enumerate(TOPICS)]
+    gateways = {"saved KV states (default)": start_gateway(512),
+                "no saved states": start_gateway(0)}
+    try:
+        for _, url in gateways.values():
+            wait_until_ready(url)
+        results: dict[str, list[tuple[int, float, int, int]]] = {name: [] for name in gateways}
+        for round_no in range(max(args.rounds, args.rounds_without)):
+            for tenant, system in enumerate(prompts):
+                question = f"Question {round_no}: what does rule {round_no + tenant + 1} say?"
+                for name, (_, url) in gateways.items():
+                    limit = args.rounds if name.startswith("saved") else args.rounds_without
+                    if round_no < limit:
+                        results[name].append((round_no, *turn(url, system, question)))
+        print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} cores | load "
+              f"{os.getloadavg()[0]:.2f} | 3 tenants interleaved | prompt tokens "
+              f"{sorted({r[2] for r in results['no saved states']})}")
+        print("| gateway | cold TTFT p50 (ms) | warm TTFT p50 (ms) | warm TTFT p95 (ms) "
+              "| warm turns | median cached prompt tokens (warm) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, rows in results.items():
+            cold = [r[1] for r in rows if r[0] == 0]
+            warm = [r[1] for r in rows if r[0] > 0]
+            cached = sorted(r[3] for r in rows if r[0] > 0)
+            print(f"| {name} | {pct(cold, 0.5):.0f} | {pct(warm, 0.5):.0f} | "
+                  f"{pct(warm, 0.95):.0f} | {len(warm)} | {cached[len(cached) // 2]} |")
+    finally:
+        for process, _ in gateways.values():
+            process.terminate()
+            process.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
