@@ -99,3 +99,34 @@ def test_when_every_deployment_fails_the_client_gets_the_upstream_error():
                 client.chat.completions.create(model="chat", messages=MESSAGES)
             assert raised.value.status_code == 502
             assert raised.value.body["code"] == "upstream_error"  # type: ignore[index]
+
+
+def test_a_model_backed_by_a_cascade_escalates_behind_the_openai_sdk():
+    truncating = MockBehaviour(ttft_s=0.01, tokens_per_s=2000, completion_tokens=48)
+    strong = MockBehaviour(ttft_s=0.01, tokens_per_s=2000, completion_tokens=8)
+    with mock_upstreams(cheap=truncating, strong=strong) as up:
+        settings = load_settings(
+            providers=provider_settings(up),
+            models={"auto": {"provider": "auto"}},
+            cache={"exact": {"enabled": False}},
+            routing={
+                "tiers": {
+                    "light": {"deployments": [{"provider": "cheap", "upstream_model": "s"}]},
+                    "frontier": {"deployments": [{"provider": "strong", "upstream_model": "b"}]},
+                },
+                "cascades": {"auto": {"cheap": "light", "strong": "frontier", "threshold": 0.6}},
+            },
+        )
+        with serve_in_thread(create_app(settings)) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+            # 16 tokens: the cheap answer is cut at the limit (low confidence), the strong
+            # model's 8-token answer is complete
+            reply = client.chat.completions.create(model="auto", messages=MESSAGES, max_tokens=16)
+            assert reply.choices[0].finish_reason == "stop"
+            assert reply.usage is not None
+            assert reply.usage.completion_tokens == 8
+            kept = client.chat.completions.create(model="auto", messages=MESSAGES, max_tokens=64)
+            assert kept.usage is not None
+            assert kept.usage.completion_tokens == 48
+        assert asyncio.run(up["cheap"].stats())["completed"] == 2
+        assert asyncio.run(up["strong"].stats())["completed"] == 1

@@ -3,6 +3,7 @@ wins; no match keeps the model's configured provider (``None``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,3 +120,18 @@ def test_a_model_may_name_a_tier_but_not_an_unknown_one():
         load_settings(
             providers=PROVIDERS, routing={"tiers": TIERS}, models={"m": {"provider": "heavy"}}
         )
+
+
+def test_the_documented_example_configuration_is_valid(tmp_path: Path):
+    page = (Path(__file__).parents[2] / "docs" / "routing.md").read_text()
+    example = page.split("## Configuration")[1].split("```yaml\n")[1].split("```")[0]
+    (tmp_path / "nearline.yaml").write_text(example)
+    settings = load_settings(tmp_path / "nearline.yaml")
+    assert set(settings.routing.tiers) == {"light", "standard", "frontier"}
+    assert settings.routing.fallback_chain("frontier") == ["frontier", "standard", "light"]
+    assert (
+        build_router(settings.routing.model_copy(update={"learned": None})).choose(
+            call(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), {}
+        )
+        == "frontier"
+    )
