@@ -18,7 +18,10 @@ from nearline.cache.exact import ExactCache
 from nearline.cache.exact_store import ExactStore, MemoryExactStore, RedisExactStore
 from nearline.config import Settings
 from nearline.providers.registry import build_providers
+from nearline.routing.build import build_router
+from nearline.routing.telemetry import RoutingCounters
 from nearline.serving.pipeline import ServingPipeline
+from nearline.telemetry.metrics import GatewayMetrics
 from nearline.telemetry.requestlog import (
     PostgresSink,
     Redactor,
@@ -57,7 +60,8 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        providers = build_providers(settings)
+        metrics = GatewayMetrics()
+        providers = build_providers(settings, RoutingCounters(metrics.registry))
         redis_client = aioredis.from_url(settings.redis.url) if settings.redis.url else None
         exact = build_exact_cache(settings, redis_client)
         request_log = build_request_log(settings)
@@ -76,6 +80,8 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
             ),
             tracer=tracer,
             progressive=settings.progressive,
+            metrics=metrics,
+            router=build_router(settings.routing),
         )
         try:
             if request_log is not None:

@@ -40,6 +40,7 @@ class ProviderCall:
     upstream_model: str
     tenant: str
     deadline: Deadline | None = None
+    provider: str | None = None  # chosen by the router; None: the model catalogue's provider
 
 
 @runtime_checkable

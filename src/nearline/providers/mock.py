@@ -103,7 +103,14 @@ def first_token_delay(behaviour: MockBehaviour, request_number: int) -> float:
     return behaviour.ttft_s * (behaviour.slow_factor if draw < behaviour.slow_rate else 1.0)
 
 
-def create_mock_app(behaviour: MockBehaviour) -> Starlette:
+def _error(
+    status: int, message: str, kind: str, code: str | None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_mock_app(behaviour: MockBehaviour) -> Starlette:  # noqa: PLR0915 - routes as closures
     stats = MockStats()
     chaos = random.Random(behaviour.seed)
     gate = [asyncio.Event()]  # the current hold; a release opens it and starts a new one
@@ -118,30 +125,15 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:
         roll = chaos.random()
         if roll < behaviour.error_rate:
             stats.failed += 1
-            return JSONResponse(
-                {
-                    "error": {
-                        "message": "mock upstream failure",
-                        "type": "server_error",
-                        "param": None,
-                        "code": None,
-                    }
-                },
-                status_code=500,
-            )
+            return _error(500, "mock upstream failure", "server_error", None)
         if roll < behaviour.error_rate + behaviour.rate_limit_rate:
             stats.rate_limited += 1
-            return JSONResponse(
-                {
-                    "error": {
-                        "message": "mock rate limit",
-                        "type": "rate_limit_error",
-                        "param": None,
-                        "code": "rate_limit_exceeded",
-                    }
-                },
-                status_code=429,
-                headers={"Retry-After": "3"},
+            return _error(
+                429,
+                "mock rate limit",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                {"Retry-After": "3"},
             )
         disconnect = chaos.random() < behaviour.disconnect_rate
         limit = payload.get("max_completion_tokens") or payload.get("max_tokens")

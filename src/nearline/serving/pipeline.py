@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 from opentelemetry.context import Context
@@ -33,6 +33,7 @@ from nearline.errors import (
     UpstreamError,
 )
 from nearline.providers.base import Provider, ProviderCall
+from nearline.routing.rules import Router
 from nearline.serving.events import Done, ErrorEvent, Event
 from nearline.serving.progressive import with_preliminary
 from nearline.serving.request import ChatRequest
@@ -81,7 +82,9 @@ class ServingPipeline:
         redact: Callable[[str], str] = str,
         tracer: Tracer | None = None,
         progressive: ProgressiveSettings | None = None,
+        router: Router | None = None,
     ) -> None:
+        self._router = router
         self._tracer = tracer or NoOpTracer()
         self._progressive = progressive or ProgressiveSettings()
         self._metrics = metrics or GatewayMetrics()
@@ -101,7 +104,9 @@ class ServingPipeline:
     def exact_cache(self) -> ExactCache | None:
         return self._exact
 
-    def resolve(self, request: ChatRequest, tenant: Tenant) -> ProviderCall:
+    def resolve(
+        self, request: ChatRequest, tenant: Tenant, headers: Mapping[str, str] | None = None
+    ) -> ProviderCall:
         """Check the request against the catalogue and the tenant's rights; name its provider."""
         route = self._models.get(request.model)
         if route is None:
@@ -118,11 +123,17 @@ class ServingPipeline:
             raise UnsupportedParameter(
                 f"the model {request.model!r} does not support tools", param="tools"
             )
-        return ProviderCall(
+        call = ProviderCall(
             request=request,
             upstream_model=route.upstream_model or request.model,
             tenant=tenant.name,
         )
+        if self._router is None:
+            return call
+        return replace(call, provider=self._router.choose(call, headers or {}))
+
+    def _provider_name(self, call: ProviderCall) -> str:
+        return call.provider or self._models[call.request.model].provider
 
     @property
     def metrics(self) -> GatewayMetrics:
@@ -233,7 +244,7 @@ class ServingPipeline:
         directive = client_directive.also(policy.from_request(call.request)).also(
             policy.from_model(route, call.request)
         )
-        key = exact_key(call, route.provider) if self._exact is not None else None
+        key = exact_key(call, self._provider_name(call)) if self._exact is not None else None
         if self._exact is not None and key is not None and directive.lookup:
             with self._tracer.start_span("cache.exact", context=trace_parent) as lookup:
                 hit = await self._exact.get(key)
@@ -250,7 +261,7 @@ class ServingPipeline:
             f"chat {call.upstream_model}",
             context=trace_parent,
             kind=SpanKind.CLIENT,
-            attributes=genai_request_attributes(call.request, route.provider),
+            attributes=genai_request_attributes(call.request, self._provider_name(call)),
         )
         events = traced(self._infer(call), provider_span)
         if self._exact is not None and key is not None and directive.store:
@@ -275,7 +286,7 @@ class ServingPipeline:
         model that gives the refined answer anyway."""
         draft_model = self._progressive.draft_model
         draft_route = self._models.get(draft_model) if draft_model else None
-        if draft_route is None or draft_route.provider == route.provider:
+        if draft_route is None or draft_route.provider == self._provider_name(call):
             return None
         request = call.request.model_copy(
             update={
@@ -294,8 +305,7 @@ class ServingPipeline:
         return _guarded(self._providers[draft_route.provider].stream(draft_call))
 
     def _infer(self, call: ProviderCall) -> AsyncGenerator[Event, None]:
-        provider = self._providers[self._models[call.request.model].provider]
-        return _guarded(provider.stream(call))
+        return _guarded(self._providers[self._provider_name(call)].stream(call))
 
     def _storer(self, key: EntryKey) -> _Store:
         exact = self._exact

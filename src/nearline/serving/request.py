@@ -48,6 +48,7 @@ class NearlineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cache: Literal["default", "no-cache", "no-store"] = "default"
     progressive: bool | None = None
+    ttft_budget_ms: int | None = Field(default=None, ge=1)  # hedge/fall back past this
 
 
 class ChatRequest(BaseModel):

@@ -218,7 +218,8 @@ class RequestLog:
     async def close(self, timeout_s: float = 10.0) -> None:
         """Let the writer finish what is buffered (up to ``timeout_s``), then stop it."""
         deadline = time.monotonic() + timeout_s
-        while (not self._buffer.empty() or self._writing) and time.monotonic() < deadline:
+        # Shutdown only: polling keeps record() and the writer free of extra signalling.
+        while (not self._buffer.empty() or self._writing) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         if self._writer is not None:
             self._writer.cancel()

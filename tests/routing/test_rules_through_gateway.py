@@ -1,0 +1,69 @@
+"""Rules route requests to tiers inside the gateway: header, tenant and per-request budget.
+Both tiers stream from nearline's mock upstream (real HTTP servers standing in for paid APIs);
+which one answered is read from their request counters."""
+
+from __future__ import annotations
+
+import httpx
+
+from nearline.app import create_app
+from nearline.config import hash_api_key, load_settings
+from nearline.providers.mock import MockBehaviour, create_mock_app
+from nearline.testing import serve_in_thread
+
+
+def _count(url: str) -> int:
+    return int(httpx.get(f"{url}/mock/stats", timeout=5).json()["requests"])
+
+
+def test_rules_pick_the_tier_and_the_exact_cache_keeps_tiers_apart():
+    fast = MockBehaviour(ttft_s=0.01)
+    with (
+        serve_in_thread(create_mock_app(fast)) as cheap_url,
+        serve_in_thread(create_mock_app(fast)) as strong_url,
+    ):
+        settings = load_settings(
+            auth={
+                "keys": [
+                    {"sha256": hash_api_key("sk-free"), "tenant": "free-plan"},
+                    {"sha256": hash_api_key("sk-pro"), "tenant": "pro"},
+                ]
+            },
+            providers={
+                "cheap": {"base_url": f"{cheap_url}/v1"},
+                "strong": {"base_url": f"{strong_url}/v1"},
+            },
+            models={"chat": {"provider": "frontier"}},
+            routing={
+                "tiers": {
+                    "light": {"deployments": [{"provider": "cheap", "upstream_model": "c"}]},
+                    "frontier": {"deployments": [{"provider": "strong", "upstream_model": "s"}]},
+                },
+                "rules": [
+                    {"tier": "light", "when": {"tenants": ["free-plan"]}},
+                    {"tier": "light", "when": {"headers": {"x-nearline-tier": "light"}}},
+                ],
+            },
+        )
+        with serve_in_thread(create_app(settings)) as url:
+
+            def ask(key: str, **headers: str) -> httpx.Response:
+                return httpx.post(
+                    f"{url}/v1/chat/completions",
+                    timeout=10,
+                    headers={"Authorization": f"Bearer {key}", **headers},
+                    json={
+                        "model": "chat",
+                        "messages": [{"role": "user", "content": "hi"}],
+                        "nearline": {"ttft_budget_ms": 5000},
+                    },
+                )
+
+            assert ask("sk-pro").status_code == 200
+            assert (_count(cheap_url), _count(strong_url)) == (0, 1)
+            assert ask("sk-free").status_code == 200
+            assert (_count(cheap_url), _count(strong_url)) == (1, 1)
+            routed = ask("sk-pro", **{"X-Nearline-Tier": "light"})
+            assert routed.headers["x-nearline-source"] == "inference"  # not pro's frontier entry
+            assert (_count(cheap_url), _count(strong_url)) == (2, 1)
+            assert ask("sk-pro").headers["x-nearline-source"] == "exact"
