@@ -29,7 +29,9 @@ def chat(request_id: str, text: str, model: str = "big", **extra: Any) -> str:
 
 
 async def receive(socket: ClientConnection, timeout_s: float = 20.0) -> dict[str, Any]:
-    message: dict[str, Any] = orjson.loads(await asyncio.wait_for(socket.recv(), timeout_s))
+    raw = await asyncio.wait_for(socket.recv(), timeout_s)
+    assert isinstance(raw, str), "JSON travels in text frames (browsers get a Blob otherwise)"
+    message: dict[str, Any] = orjson.loads(raw)
     return message
 
 

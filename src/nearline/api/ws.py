@@ -118,7 +118,7 @@ class _Connection:
             return False
         try:
             async with self._send_lock:
-                await self._socket.send_bytes(orjson.dumps(message))
+                await self._socket.send_text(orjson.dumps(message).decode())  # text frames: JSON
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.open = False
         return self.open
