@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -75,6 +76,7 @@ async def _serve_worker(settings: Any, http_port: int | None) -> int:
     if not pipelines:
         raise ConfigError("worker.pipelines: no pipeline to run; declare at least one")
     broker = await open_broker(settings)
+    _tune_garbage_collector()
     options = WorkerOptions(
         consumer_name=settings.worker.consumer_name or "",
         reclaim_idle_ms=settings.worker.reclaim_idle_ms,
@@ -100,3 +102,14 @@ async def _serve_worker(settings: Any, http_port: int | None) -> int:
         await close_handlers(pipelines)
         await broker.aclose()
     return 0
+
+
+def _tune_garbage_collector() -> None:
+    """A worker allocates a few objects per event for hours; its start-up objects (models,
+    handlers) never die. Freeze those out of the collector's scans and collect the young
+    generation less often: in a profile of the fraud pipeline, collection took a third of the
+    worker's Python time before this."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(20_000, older, oldest)

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from nearline.stream.broker import (
@@ -36,36 +37,51 @@ from nearline.stream.broker import (
 DATA_FIELD = b"d"
 _GIVEN_BACK_IDLE_MS = 100_000_000_000  # "idle for years": claimable by the next read
 _TAIL_BLOCK_MS = 1_000
+_PLAIN_ACK_MAX = 20  # more ids than this are acknowledged through one script argument
 
+# ARGV: bound (-1: none), dedupe ttl (s), dedupe key prefix, then one JSON array
+# [key1, payload1, key2, payload2, ...] (key "" = no dedupe): one argument instead of two per
+# message, because redis-py packs every argument in Python.
 _PUBLISH_SCRIPT = """
 local stream = KEYS[1]
 local bound = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local prefix = ARGV[3]
-local count = (#ARGV - 3) / 2
+local items = cjson.decode(ARGV[4])
 if bound >= 0 then
   local fresh = 0
-  for i = 0, count - 1 do
-    local key = ARGV[4 + 2 * i]
+  for i = 1, #items, 2 do
+    local key = items[i]
     if key == '' or redis.call('EXISTS', prefix .. key) == 0 then fresh = fresh + 1 end
   end
   local length = redis.call('XLEN', stream)
   if fresh > 0 and length + fresh > bound then return {'!full', tostring(length)} end
 end
 local ids = {}
-for i = 0, count - 1 do
-  local key = ARGV[4 + 2 * i]
+for i = 1, #items, 2 do
+  local key = items[i]
   local existing = false
   if key ~= '' then existing = redis.call('GET', prefix .. key) end
   if existing then
     ids[#ids + 1] = existing
   else
-    local id = redis.call('XADD', stream, '*', 'd', ARGV[5 + 2 * i])
+    local id = redis.call('XADD', stream, '*', 'd', items[i + 1])
     if key ~= '' then redis.call('SET', prefix .. key, id, 'EX', ttl) end
     ids[#ids + 1] = id
   end
 end
 return ids
+"""
+
+# ARGV: group, then a JSON array of ids (acknowledged 1,000 at a time)
+_ACK_SCRIPT = """
+local ids = cjson.decode(ARGV[2])
+local acked = 0
+for start = 1, #ids, 1000 do
+  local last = math.min(start + 999, #ids)
+  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids, start, last))
+end
+return acked
 """
 
 
@@ -108,6 +124,7 @@ class RedisStreamsBroker:
         self._bound = bound or StreamBound()
         self._dedupe_ttl_s = dedupe_ttl_s
         self._publish = client.register_script(_PUBLISH_SCRIPT)
+        self._ack = client.register_script(_ACK_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, bound: StreamBound | None = None) -> RedisStreamsBroker:
@@ -121,14 +138,16 @@ class RedisStreamsBroker:
         if not messages:
             return []
         bound = self._bound.for_stream(stream)
-        args: list[Any] = [
+        items: list[str] = []
+        for message in messages:
+            items.append(message.dedupe_key or "")
+            items.append(orjson.dumps(dict(message.data)).decode())
+        args: list[int | str | bytes] = [
             -1 if bound is None else bound,
             self._dedupe_ttl_s,
             dedupe_prefix(stream),
+            orjson.dumps(items),
         ]
-        for message in messages:
-            args.append(message.dedupe_key or "")
-            args.append(orjson.dumps(dict(message.data)))
         with _boundary("publish"):
             result = await self._publish(keys=[stream], args=args)
         if result and result[0] == b"!full":
@@ -148,7 +167,7 @@ class RedisStreamsBroker:
     def consumer(
         self, stream: str, group: str, name: str, *, reclaim_idle_ms: int = 30_000
     ) -> RedisConsumer:
-        return RedisConsumer(self._redis, stream, group, name, reclaim_idle_ms)
+        return RedisConsumer(self._redis, self._ack, stream, group, name, reclaim_idle_ms)
 
     async def _groups(self, stream: str) -> list[dict[str, Any]]:
         with _boundary("xinfo groups"):
@@ -234,9 +253,16 @@ class RedisStreamsBroker:
 
 class RedisConsumer:
     def __init__(
-        self, client: redis.Redis, stream: str, group: str, name: str, reclaim_idle_ms: int
+        self,
+        client: redis.Redis,
+        ack_script: AsyncScript,
+        stream: str,
+        group: str,
+        name: str,
+        reclaim_idle_ms: int,
     ) -> None:
         self._redis = client
+        self._ack_script = ack_script
         self._stream = stream
         self._group = group
         self._name = name
@@ -293,7 +319,10 @@ class RedisConsumer:
         ]
 
     async def ack(self, ids: Sequence[str]) -> None:
-        if ids:
+        if len(ids) > _PLAIN_ACK_MAX:
+            with _boundary("xack"):
+                await self._ack_script(keys=[self._stream], args=[self._group, orjson.dumps(ids)])
+        elif ids:
             with _boundary("xack"):
                 await self._redis.xack(self._stream, self._group, *ids)
 
