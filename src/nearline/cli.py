@@ -126,6 +126,9 @@ def _face_commands() -> list[Callable[[Any], None]]:
     from nearline.stream.cli import add_commands as add_stream_commands
 
     faces.append(add_stream_commands)
+    from nearline.warm import add_commands as add_warm_commands
+
+    faces.append(add_warm_commands)
     return faces
 
 

@@ -1,0 +1,189 @@
+"""``nearline warm`` against a real gateway whose model is nearline's mock upstream; the mock's
+``/mock/stats`` counts what actually reached the paid model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from nearline.cli import main
+from nearline.providers.mock import MockBehaviour
+from nearline.warm import LineError, parse_line, read_questions
+
+QUESTIONS = [
+    "What is a latency budget?",
+    "How does an exact cache work?",
+    '{"question": "Why stream tokens?"}',
+    '{"messages": [{"role": "system", "content": "Be brief."}, '
+    '{"role": "user", "content": "What is a draft?"}], "model": "big"}',
+    "What is a latency budget?",  # a repeat: sent once
+]
+DISTINCT = 4
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def warm(stack: Any, path: Path, *extra: str) -> int:
+    return main(["warm", str(path), "--url", stack.gateway, "--model", "big", *extra])
+
+
+def source_of(stack: Any, messages: list[dict[str, str]], stream: bool = True) -> str:
+    response = httpx.post(
+        f"{stack.gateway}/v1/chat/completions",
+        timeout=30,
+        json={"model": "big", "messages": messages, "stream": stream},
+    )
+    response.raise_for_status()
+    return response.headers["x-nearline-source"]
+
+
+def test_warm_fills_the_cache_once_per_question(make_stack, tmp_path, capsys):
+    with make_stack(MockBehaviour(ttft_s=0.05, tokens_per_s=400)) as stack:
+        path = write(tmp_path / "questions.txt", QUESTIONS)
+        assert warm(stack, path, "--concurrency", "2") == 0
+        assert stack.stats()["requests"] == DISTINCT
+        err = capsys.readouterr().err
+        assert "warm 5/5 [########################] warmed 4" in err  # the progress bar
+        assert "5 questions: 4 warmed, 0 already warm, 1 skipped" in err
+        # users asking the same questions, streaming or not, now get the stored answer
+        assert source_of(stack, [{"role": "user", "content": "Why stream tokens?"}]) == "exact"
+        system = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is a draft?"},
+        ]
+        assert source_of(stack, system, stream=False) == "exact"
+        assert stack.stats()["requests"] == DISTINCT
+
+
+def test_a_second_run_sends_nothing_and_a_lost_state_file_finds_the_cache_warm(
+    make_stack, tmp_path, capsys
+):
+    with make_stack(MockBehaviour(ttft_s=0.05, tokens_per_s=400)) as stack:
+        path = write(tmp_path / "questions.txt", QUESTIONS)
+        assert warm(stack, path) == 0
+        state = tmp_path / "questions.txt.warm-state"
+        assert len(state.read_text().splitlines()) == DISTINCT
+        capsys.readouterr()
+
+        assert warm(stack, path) == 0  # resumes from the state file: nothing to do
+        assert "0 warmed, 0 already warm, 5 skipped" in capsys.readouterr().err
+        assert stack.stats()["requests"] == DISTINCT
+
+        state.unlink()  # without the state, the gateway says the answers are cached
+        assert warm(stack, path) == 0
+        assert "0 warmed, 4 already warm, 1 skipped" in capsys.readouterr().err
+        assert stack.stats()["requests"] == DISTINCT
+        outcomes = [orjson.loads(line)["outcome"] for line in state.read_text().splitlines()]
+        assert outcomes == ["already-warm"] * DISTINCT
+
+
+def test_bad_lines_are_reported_by_number_and_the_rest_still_run(make_stack, tmp_path, capsys):
+    lines = [
+        "What is nearline?",
+        '{"question": 3}',
+        "",
+        "{not json",
+        '{"question": "a", "messages": []}',
+        '{"question": "What is a preliminary answer?", "model": "no-such-model"}',
+        "How do I warm a cache?",
+    ]
+    with make_stack(MockBehaviour(ttft_s=0.05, tokens_per_s=400)) as stack:
+        path = write(tmp_path / "questions.txt", lines)
+        assert warm(stack, path, "--quiet") == 1
+        err = capsys.readouterr().err
+        assert f"{path}:2: " in err
+        assert f"{path}:4: not valid JSON" in err
+        assert f"{path}:5: give exactly one of" in err
+        assert "line 6: HTTP 404 model_not_found" in err
+        assert "3 questions: 2 warmed, 0 already warm, 0 skipped (done before), 1 failed" in err
+        assert "3 bad lines" in err
+        assert stack.stats()["requests"] == 2
+        state = tmp_path / "questions.txt.warm-state"
+        assert [orjson.loads(x)["line"] for x in state.read_text().splitlines()] == [1, 7]
+
+
+def test_an_unreachable_gateway_is_one_clear_error(tmp_path, capsys):
+    path = write(tmp_path / "questions.txt", ["hello"])
+    code = main(["warm", str(path), "--url", "http://127.0.0.1:9", "--model", "big"])
+    assert code == 2
+    assert "cannot reach the gateway at http://127.0.0.1:9" in capsys.readouterr().err
+    assert not (tmp_path / "questions.txt.warm-state").exists()
+
+
+def test_an_interrupted_run_resumes_without_asking_twice(make_stack, tmp_path):
+    questions = [f"Question number {n}?" for n in range(8)]
+    slow = MockBehaviour(ttft_s=0.4, tokens_per_s=400)
+    with make_stack(slow) as stack:
+        path = write(tmp_path / "questions.txt", questions)
+        state = tmp_path / "questions.txt.warm-state"
+        command = [sys.executable, "-m", "nearline", "warm", str(path), "--url", stack.gateway]
+        command += ["--model", "big", "--concurrency", "1"]
+        process = subprocess.Popen(
+            command,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("NEARLINE_")},
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if state.exists() and len(state.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 130, err
+        assert "interrupted after" in err
+        done_before = len(state.read_text().splitlines())
+        assert 3 <= done_before < len(questions)
+
+        assert warm(stack, path, "--quiet") == 0
+        stats = stack.wait_for_stats("active", 0)
+        keys = [orjson.loads(line)["key"] for line in state.read_text().splitlines()]
+        assert len(keys) == len(set(keys)) == len(questions)
+        # each question reached the paid model once; at most the one in flight at the
+        # interruption was cut off (and not stored), so it was asked again
+        assert len(questions) <= stats["requests"] <= len(questions) + 1
+        for question in questions:
+            assert source_of(stack, [{"role": "user", "content": question}]) == "exact"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"model": "big"}', 'give exactly one of "question" and "messages"'),
+        ('{"question": " "}', '"question" must be a non-empty string'),
+        ('{"messages": [{"content": "x"}]}', 'a "role"'),
+        ('{"question": "x", "temperature": 0}', "unknown field(s): temperature"),
+        ('{"question": "x", "model": 7}', '"model" must be a non-empty string'),
+    ],
+)
+def test_line_errors_say_what_is_wrong(line, reason):
+    with pytest.raises(LineError) as error:
+        parse_line(line, 1, "big")
+    assert reason in str(error.value)
+
+
+def test_plain_lines_are_questions_even_when_they_look_odd():
+    questions, bad = read_questions(["[1]", "  # what?  "], "big")
+    assert not bad
+    assert [q.body["messages"][0]["content"] for q in questions] == ["[1]", "# what?"]
+
+
+def test_lines_without_a_model_need_one():
+    questions, bad = read_questions(["plain question", '{"question": "q", "model": "m"}'], None)
+    assert [q.body["model"] for q in questions] == ["m"]
+    assert [(b.line, b.reason) for b in bad] == [
+        (1, 'no model: pass --model or give the line a "model"')
+    ]
