@@ -6,6 +6,7 @@ import asyncio
 from collections import defaultdict
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -216,3 +217,39 @@ async def test_failed_auth_says_why_then_closes(make_stack, auth_settings, heade
         assert stack.stats()["requests"] == 0
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1008
+
+
+@pytest.mark.slow
+async def test_a_progressive_answer_over_the_socket_drafts_first_and_cancel_stops_the_paid_call(
+    make_stack,
+):
+    """Through the real pipeline: the light local model drafts while the paid answer (the
+    mock, held until released so the order does not depend on this machine's speed) waits."""
+    paid = MockBehaviour(ttft_s=0.2, tokens_per_s=100, hold_until_released=True)
+    progressive = {"nearline": {"progressive": True}}
+    with make_stack(paid, with_draft_model=True) as stack:
+        async with connect(stack.ws) as socket:
+            await socket.send(chat("p", "Why is the sky blue?", **progressive))
+            first = await receive(socket, timeout_s=60)
+            assert (first["type"], first["id"], first["source"]) == ("preliminary", "p", "draft")
+            assert first["text"]
+            await asyncio.to_thread(httpx.post, f"{stack.mock}/mock/release", timeout=5)
+            messages = [first, *await until_done(socket, {"p"})]
+            kinds = [m["type"] for m in messages]
+            replace = kinds.index("replace")
+            assert set(kinds[:replace]) == {"preliminary"}
+            assert kinds[replace + 1] == "delta"
+            assert messages[replace]["action"] in ("replace", "confirm")
+            assert kinds[-1] == "done"
+            refined = "".join(m["text"] for m in messages if m["type"] == "delta")
+            assert refined == " ".join(
+                deterministic_words(question("Why is the sky blue?"), None, 24)
+            )
+
+            # cancelled while the draft shows and the paid answer is held: the paid call stops
+            await socket.send(chat("c", "And the sea?", **progressive))
+            assert (await receive(socket, timeout_s=60))["type"] == "preliminary"
+            await socket.send(orjson.dumps({"type": "cancel", "id": "c"}).decode())
+            stats = await asyncio.to_thread(stack.wait_for_stats, "cancelled", 1)
+            assert stats["cancelled"] == 1
+            assert stats["active"] == 0
