@@ -2,7 +2,9 @@
 answers before users ask them.
 
 The file holds one question per line, as plain text or as JSON lines
-(``{"question": "..."}`` or ``{"messages": [...]}``, each with an optional ``"model"``).
+(``{"question": "..."}`` or ``{"messages": [...]}``, each with an optional ``"model"`` and
+the sampling fields the application sends, e.g. ``"temperature"``: they are part of the
+cache key).
 Every question is sent with ``stream: false``, the way the gateway stores complete answers.
 Progress is appended to a state file (``FILE.warm-state`` unless ``--state``), one line per
 finished question, so an interrupted run resumes where it stopped; a question the gateway
@@ -26,6 +28,20 @@ import httpx
 import orjson
 
 CACHED_SOURCES = frozenset({"exact", "semantic"})
+# Sampling fields are part of the cache key: a JSON line may set them so the warmed entry
+# matches what the application will send.
+PASSED_FIELDS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    }
+)
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRY_WAIT_S = 30.0
 
@@ -60,21 +76,23 @@ def parse_line(text: str, line: int, default_model: str | None) -> Question:
         except orjson.JSONDecodeError as exc:
             raise LineError(f"not valid JSON: {exc}") from exc
         messages = _messages_of(record)
+        params = {name: record[name] for name in PASSED_FIELDS & set(record)}
         if "model" in record:
             if not isinstance(record["model"], str) or not record["model"]:
                 raise LineError('"model" must be a non-empty string')
             model = record["model"]
     else:
         messages = [{"role": "user", "content": stripped}]
+        params = {}
     if model is None:
         raise LineError('no model: pass --model or give the line a "model"')
-    return Question(line, {"model": model, "messages": messages, "stream": False})
+    return Question(line, {"model": model, "messages": messages, **params, "stream": False})
 
 
 def _messages_of(record: Any) -> list[Any]:
     if not isinstance(record, dict):
         raise LineError('a JSON line must be an object with "question" or "messages"')
-    unknown = set(record) - {"question", "messages", "model"}
+    unknown = set(record) - {"question", "messages", "model"} - PASSED_FIELDS
     if unknown:
         raise LineError(f"unknown field(s): {', '.join(sorted(unknown))}")
     if ("question" in record) == ("messages" in record):
@@ -114,6 +132,7 @@ def question_key(url: str, api_key: str | None, body: dict[str, Any]) -> str:
         "key": hashlib.sha256((api_key or "").encode()).hexdigest(),
         "model": body["model"],
         "messages": body["messages"],
+        "params": {name: body[name] for name in PASSED_FIELDS & set(body)},
     }
     return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

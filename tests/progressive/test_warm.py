@@ -165,7 +165,7 @@ def test_an_interrupted_run_resumes_without_asking_twice(make_stack, tmp_path):
         ('{"model": "big"}', 'give exactly one of "question" and "messages"'),
         ('{"question": " "}', '"question" must be a non-empty string'),
         ('{"messages": [{"content": "x"}]}', 'a "role"'),
-        ('{"question": "x", "temperature": 0}', "unknown field(s): temperature"),
+        ('{"question": "x", "stream": true}', "unknown field(s): stream"),
         ('{"question": "x", "model": 7}', '"model" must be a non-empty string'),
     ],
 )
@@ -179,6 +179,17 @@ def test_plain_lines_are_questions_even_when_they_look_odd():
     questions, bad = read_questions(["[1]", "  # what?  "], "big")
     assert not bad
     assert [q.body["messages"][0]["content"] for q in questions] == ["[1]", "# what?"]
+
+
+def test_sampling_fields_travel_with_the_question():
+    question = parse_line('{"question": "q", "temperature": 0, "seed": 7}', 3, "big")
+    assert question.body == {
+        "model": "big",
+        "messages": [{"role": "user", "content": "q"}],
+        "temperature": 0,
+        "seed": 7,
+        "stream": False,
+    }
 
 
 def test_lines_without_a_model_need_one():
