@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,7 +17,10 @@ from nearline.api.errors import install_error_handlers
 from nearline.api.state import AppState
 from nearline.cache.exact import ExactCache
 from nearline.cache.exact_store import ExactStore, MemoryExactStore, RedisExactStore
+from nearline.cache.semantic import SemanticCache, SemanticThresholds
+from nearline.cache.semantic_store import MemoryStore, RedisStore, SemanticStore
 from nearline.config import Settings
+from nearline.embed import EmbeddingBatcher, load_embedder
 from nearline.providers.registry import build_providers
 from nearline.routing.build import build_router
 from nearline.routing.telemetry import RoutingCounters
@@ -45,6 +49,25 @@ def build_exact_cache(settings: Settings, redis_client: aioredis.Redis | None) -
     return ExactCache(store, config.ttl_s, config.stale_while_revalidate_s)
 
 
+async def build_semantic_cache(
+    settings: Settings, redis_client: aioredis.Redis | None
+) -> SemanticCache | None:
+    """Load the embedding model (off the event loop) and start the semantic tier."""
+    config = settings.cache.semantic
+    if not config.enabled:
+        return None
+    embedder = await asyncio.to_thread(load_embedder)
+    store: SemanticStore = RedisStore(redis_client) if redis_client is not None else MemoryStore()
+    cache = SemanticCache(
+        EmbeddingBatcher(embedder),
+        store=store,
+        thresholds=SemanticThresholds(hit=config.hit_threshold, near=config.near_threshold),
+        snapshot_dir=config.snapshot_dir,
+    )
+    await cache.start()
+    return cache
+
+
 def build_request_log(settings: Settings) -> RequestLog | None:
     config = settings.request_log
     if not config.enabled:
@@ -65,6 +88,7 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
         redis_client = aioredis.from_url(settings.redis.url) if settings.redis.url else None
         exact = build_exact_cache(settings, redis_client)
         request_log = build_request_log(settings)
+        semantic = await build_semantic_cache(settings, redis_client)
         tracer_provider = build_tracer_provider(
             settings.tracing.service_name, settings.tracing.otlp_endpoint, span_exporter
         )
@@ -82,6 +106,8 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
             progressive=settings.progressive,
             metrics=metrics,
             router=build_router(settings.routing),
+            semantic=semantic,
+            semantic_ttl_s=settings.cache.semantic.ttl_s,
         )
         try:
             if request_log is not None:
@@ -103,6 +129,8 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
                 await request_log.close()
             if exact is not None:
                 await exact.aclose()
+            if semantic is not None:
+                await semantic.aclose()
             for provider in providers.values():
                 await provider.aclose()
             if redis_client is not None:

@@ -92,10 +92,27 @@ class ExactCacheSettings(_Strict):
     max_entries: int = Field(default=10_000, ge=1)  # in-memory store only
 
 
+class SemanticCacheSettings(_Strict):
+    """Paraphrases of answered questions (local embeddings + ANN + near-miss guard)."""
+
+    enabled: bool = True
+    hit_threshold: float = Field(default=0.90, ge=-1, le=1)  # serve above this (guarded)
+    near_threshold: float = Field(default=0.80, ge=-1, le=1)  # preliminary above this
+    ttl_s: float = Field(default=3600.0, gt=0)
+    snapshot_dir: Path | None = None  # where a replica saves its index for fast restarts
+
+    @model_validator(mode="after")
+    def _near_below_hit(self) -> SemanticCacheSettings:
+        if self.near_threshold > self.hit_threshold:
+            raise ValueError("cache.semantic.near_threshold must not exceed hit_threshold")
+        return self
+
+
 class CacheSettings(_Strict):
     """Cache tiers in front of inference. With ``redis.url`` set, entries live in Redis."""
 
     exact: ExactCacheSettings = Field(default_factory=ExactCacheSettings)
+    semantic: SemanticCacheSettings = Field(default_factory=SemanticCacheSettings)
     replay_tokens_per_s: float = Field(default=0.0, ge=0)  # 0: replay hits at once
 
 

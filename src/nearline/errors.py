@@ -93,6 +93,14 @@ class Overloaded(NearlineError):
     code = "overloaded"
 
 
+class NotCached(NearlineError):
+    """``Cache-Control: only-if-cached`` and no cache tier had the answer (504, as in HTTP)."""
+
+    status_code = 504
+    error_type = "invalid_request_error"
+    code = "not_cached"
+
+
 class UpstreamRateLimited(NearlineError):
     """The upstream said 429; passed on with its Retry-After."""
 

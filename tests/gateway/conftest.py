@@ -38,6 +38,8 @@ def gateway_config(mock_url: str, log_path: Path) -> dict[str, object]:
     return {
         "server": {"log_level": "warning", "max_body_bytes": 64_000},
         "request_log": {"sqlite_path": str(log_path)},
+        # The model must really answer every request here (cache tiers have their own tests).
+        "cache": {"exact": {"enabled": False}, "semantic": {"enabled": False}},
         "auth": {
             "keys": [
                 {"sha256": hash_api_key(ALPHA_KEY), "tenant": "alpha"},

@@ -74,7 +74,7 @@ def stack() -> Iterator[Stack]:
                 "smollm2-135m-instruct": {"provider": "local"},
                 "big": {"provider": "paid", "upstream_model": "mock-1"},
             },
-            cache={"exact": {"enabled": False}},
+            cache={"exact": {"enabled": False}, "semantic": {"enabled": False}},
         )
         app = create_app(settings)
         with serve_in_thread(app) as url:

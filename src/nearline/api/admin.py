@@ -40,6 +40,12 @@ async def purge_cache(request: Request) -> Response:
         body = PurgeRequest.model_validate_json(await request.body() or b"{}")
     except ValidationError as exc:
         raise InvalidRequest(f"invalid purge request: {exc.errors(include_url=False)}") from exc
-    exact = app_state(request).pipeline.exact_cache
-    removed = 0 if exact is None else await exact.purge(body.tenant, body.model)
-    return JSONBody({"purged": {"exact": removed}, "tenant": body.tenant, "model": body.model})
+    pipeline = app_state(request).pipeline
+    exact, semantic = pipeline.exact_cache, pipeline.semantic_cache
+    purged = {
+        "exact": 0 if exact is None else await exact.purge(body.tenant, body.model),
+        "semantic": 0
+        if semantic is None
+        else await semantic.purge(tenant=body.tenant, model=body.model),
+    }
+    return JSONBody({"purged": purged, "tenant": body.tenant, "model": body.model})

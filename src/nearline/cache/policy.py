@@ -16,9 +16,14 @@ from nearline.serving.request import ChatRequest
 class CacheDirective:
     lookup: bool = True
     store: bool = True
+    only_if_cached: bool = False  # answer from a cache tier or not at all (504)
 
     def also(self, other: CacheDirective) -> CacheDirective:
-        return CacheDirective(self.lookup and other.lookup, self.store and other.store)
+        return CacheDirective(
+            self.lookup and other.lookup,
+            self.store and other.store,
+            self.only_if_cached or other.only_if_cached,
+        )
 
 
 NO_CACHE = CacheDirective(lookup=False, store=True)  # revalidate: skip lookup, refresh entry
@@ -33,6 +38,8 @@ def from_header(cache_control: str | None) -> CacheDirective:
         return NO_STORE
     if "no-cache" in directives or "max-age=0" in directives:
         return NO_CACHE
+    if "only-if-cached" in directives:
+        return CacheDirective(only_if_cached=True)
     return CacheDirective()
 
 

@@ -22,19 +22,22 @@ from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
 from nearline.cache import policy
 from nearline.cache.exact import ExactCache, exact_key
 from nearline.cache.exact_store import EntryKey
+from nearline.cache.partition import ANSWER_CHANGING_PARAMS, SemanticKey, Turn, semantic_key
 from nearline.cache.policy import CacheDirective
 from nearline.cache.recording import RecordedAnswer, recorded, replay
+from nearline.cache.semantic import SemanticCache, SemanticMatch
 from nearline.config import ModelRoute, ProgressiveSettings
 from nearline.errors import (
     ModelNotFound,
     NearlineError,
+    NotCached,
     PermissionDenied,
     UnsupportedParameter,
     UpstreamError,
 )
 from nearline.providers.base import Provider, ProviderCall
 from nearline.routing.rules import Router
-from nearline.serving.events import Done, ErrorEvent, Event
+from nearline.serving.events import Delta, Done, ErrorEvent, Event
 from nearline.serving.progressive import with_preliminary
 from nearline.serving.request import ChatRequest
 from nearline.telemetry.metrics import GatewayMetrics
@@ -49,6 +52,8 @@ _Store = Callable[[RecordedAnswer], Awaitable[None]]
 
 INFERENCE = "inference"
 EXACT = "exact"
+SEMANTIC = "semantic"
+SEMANTIC_NEAR = "semantic-near"
 DRAFT = "draft"
 
 
@@ -83,8 +88,12 @@ class ServingPipeline:
         tracer: Tracer | None = None,
         progressive: ProgressiveSettings | None = None,
         router: Router | None = None,
+        semantic: SemanticCache | None = None,
+        semantic_ttl_s: float = 3600.0,
     ) -> None:
         self._router = router
+        self._semantic = semantic
+        self._semantic_ttl_s = semantic_ttl_s
         self._tracer = tracer or NoOpTracer()
         self._progressive = progressive or ProgressiveSettings()
         self._metrics = metrics or GatewayMetrics()
@@ -103,6 +112,10 @@ class ServingPipeline:
     @property
     def exact_cache(self) -> ExactCache | None:
         return self._exact
+
+    @property
+    def semantic_cache(self) -> SemanticCache | None:
+        return self._semantic
 
     def resolve(
         self, request: ChatRequest, tenant: Tenant, headers: Mapping[str, str] | None = None
@@ -253,10 +266,26 @@ class ServingPipeline:
                 self._metrics.cache_hits.labels(tier=EXACT).inc()
                 if hit.stale:
                     self._refresh_in_background(call, key)
-                replayed = replay(hit.answer, EXACT, self._replay_tokens_per_s)
-                events = self._observed(replayed, call, EXACT, received_at, similarity=1.0)
-                return Answer(first=await anext(events), rest=events, source=EXACT, similarity=1.0)
+                return await self._replayed(hit.answer, call, EXACT, 1.0, received_at)
+        skey = self._semantic_key(call)
+        near: SemanticMatch | None = None
+        if self._semantic is not None and skey is not None and directive.lookup:
+            with self._tracer.start_span("cache.semantic", context=trace_parent) as lookup:
+                match = await self._semantic.lookup(skey.partition, skey.query)
+                lookup.set_attribute(
+                    "nearline.cache.hit", match is not None and match.band == "hit"
+                )
+                if match is not None:
+                    lookup.set_attribute("nearline.cache.similarity", match.similarity)
+            if match is not None and match.band == "hit":
+                self._metrics.cache_hits.labels(tier=SEMANTIC).inc()
+                answer = RecordedAnswer.from_bytes(match.payload)
+                return await self._replayed(answer, call, SEMANTIC, match.similarity, received_at)
+            near = match
+        if directive.lookup and (self._exact is not None or self._semantic is not None):
             self._metrics.cache_misses.inc()
+        if directive.only_if_cached:
+            raise NotCached("no cache tier holds an answer to this request (only-if-cached)")
         provider_span = self._tracer.start_span(
             f"chat {call.upstream_model}",
             context=trace_parent,
@@ -264,13 +293,49 @@ class ServingPipeline:
             attributes=genai_request_attributes(call.request, self._provider_name(call)),
         )
         events = traced(self._infer(call), provider_span)
-        if self._exact is not None and key is not None and directive.store:
-            events = recorded(events, self._storer(key))
+        if directive.store and (key is not None or skey is not None):
+            events = recorded(events, self._storer(key, skey))
         if self._wants_progressive(call.request, route, progressive):
-            draft = self._draft(call, route)
-            if draft is not None:
-                events = with_preliminary(events, draft, source=DRAFT)
+            events = self._with_preliminary(events, call, near)
         return await _started(self._observed(events, call, INFERENCE, received_at), INFERENCE)
+
+    async def _replayed(
+        self,
+        answer: RecordedAnswer,
+        call: ProviderCall,
+        source: str,
+        similarity: float,
+        received_at: float,
+    ) -> Answer:
+        replayed = replay(answer, source, self._replay_tokens_per_s)
+        events = self._observed(replayed, call, source, received_at, similarity=similarity)
+        return Answer(first=await anext(events), rest=events, source=source, similarity=similarity)
+
+    def _semantic_key(self, call: ProviderCall) -> SemanticKey | None:
+        if self._semantic is None:
+            return None
+        request = call.request
+        turns = [Turn(m.role, m.text) for m in request.messages]
+        params = request.model_dump(include=set(ANSWER_CHANGING_PARAMS), exclude_none=True)
+        key = semantic_key(call.tenant, request.model, turns, params)
+        if key is None:
+            return None
+        # Tiers chosen per request answer differently: keep their entries apart.
+        return SemanticKey(f"{key.partition}|{self._provider_name(call)}", key.query)
+
+    def _with_preliminary(
+        self, refined: AsyncGenerator[Event, None], call: ProviderCall, near: SemanticMatch | None
+    ) -> AsyncGenerator[Event, None]:
+        """The fastest credible preliminary: a near-match's answer, else a light-model draft."""
+        if near is not None:
+            text = RecordedAnswer.from_bytes(near.payload).text
+            return with_preliminary(
+                refined, _single(Delta(text)), source=SEMANTIC_NEAR, similarity=near.similarity
+            )
+        draft = self._draft(call)
+        if draft is None:
+            return refined
+        return with_preliminary(refined, draft, source=DRAFT)
 
     def _wants_progressive(
         self, request: ChatRequest, route: ModelRoute, transport_says: bool | None
@@ -281,7 +346,7 @@ class ServingPipeline:
             return transport_says
         return route.progressive
 
-    def _draft(self, call: ProviderCall, route: ModelRoute) -> AsyncGenerator[Event, None] | None:
+    def _draft(self, call: ProviderCall) -> AsyncGenerator[Event, None] | None:
         """A quick answer from the light model, when one is configured and it is not the
         model that gives the refined answer anyway."""
         draft_model = self._progressive.draft_model
@@ -307,12 +372,14 @@ class ServingPipeline:
     def _infer(self, call: ProviderCall) -> AsyncGenerator[Event, None]:
         return _guarded(self._providers[self._provider_name(call)].stream(call))
 
-    def _storer(self, key: EntryKey) -> _Store:
-        exact = self._exact
-        assert exact is not None
+    def _storer(self, key: EntryKey | None, skey: SemanticKey | None = None) -> _Store:
+        exact, semantic, ttl_s = self._exact, self._semantic, self._semantic_ttl_s
 
         async def store(answer: RecordedAnswer) -> None:
-            await exact.put(key, answer)
+            if exact is not None and key is not None:
+                await exact.put(key, answer)
+            if semantic is not None and skey is not None:
+                await semantic.store(skey.partition, skey.query, answer.to_bytes(), ttl_s)
 
         return store
 
@@ -350,6 +417,10 @@ async def _started(events: AsyncGenerator[Event, None], source: str) -> Answer:
         await events.aclose()
         raise first.error
     return Answer(first=first, rest=events, source=source)
+
+
+async def _single(event: Event) -> AsyncGenerator[Event, None]:
+    yield event
 
 
 async def _guarded(events: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:
