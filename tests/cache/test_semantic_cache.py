@@ -22,16 +22,16 @@ async def cache(batcher: EmbeddingBatcher) -> AsyncIterator[SemanticCache]:
 
 async def test_a_paraphrase_is_served_the_stored_answer(cache: SemanticCache) -> None:
     stored_id = await cache.store(
-        PARIS, "How can I access a private Instagram account?", b'{"answer": 1}', ttl_s=60
+        PARIS, "Is it safe to drink tap water in Mexico?", b'{"answer": 1}', ttl_s=60
     )
 
-    match = await cache.lookup(PARIS, "How do I gain access to a private Instagram account?")
+    match = await cache.lookup(PARIS, "Can you safely drink the tap water in Mexico?")
 
     assert match is not None
     assert match.band == "hit"
     assert match.entry_id == stored_id
     assert match.payload == b'{"answer": 1}'
-    assert match.cached_query == "How can I access a private Instagram account?"
+    assert match.cached_query == "Is it safe to drink tap water in Mexico?"
     assert cache.thresholds.hit <= match.similarity <= 1.0
 
 

@@ -24,6 +24,7 @@ class Mismatch(StrEnum):
     UNIT = "unit"
     OPPOSITE = "opposite"
     ORDER = "order"
+    QUESTION_TYPE = "question-type"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +108,29 @@ _OPPOSITES = (
     ("men", "women"), ("man", "woman"), ("boy", "girl"), ("north", "south"),
     ("east", "west"), ("up", "down"), ("in", "out"), ("good", "bad"), ("easy", "hard"),
     ("fast", "slow"), ("old", "new"), ("early", "late"), ("love", "hate"),
+    ("similar", "differ"), ("similarities", "differences"), ("similarity", "difference"),
 )  # fmt: skip
 
-# Words that make the order of two entities matter ("X better than Y", "from X to Y").
-_DIRECTIONAL = frozenset({"than", "from", "to", "into", "over", "beat", "beats"})
+# Words that make the order of what surrounds them matter ("X better than Y", "X to Y").
+_RELATIONS = frozenset({"than", "to", "into", "over", "beat", "beats", "vs", "versus"})
+_SYMMETRIC_RELATIONS = frozenset({"vs", "versus"})
+
+# What kind of answer a question asks for; "what"/"which"/"how" say nothing definite.
+_ANSWER_TYPES = {
+    "why": "reason", "when": "time", "where": "place", "who": "person", "whom": "person",
+    "whose": "person",
+}  # fmt: skip
+
+_STOPWORDS = frozenset(
+    {"a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does",
+     "did", "doing", "have", "has", "had", "i", "me", "my", "we", "our", "you", "your", "he",
+     "she", "it", "its", "they", "them", "their", "this", "that", "these", "those", "of",
+     "in", "on", "at", "by", "for", "with", "about", "as", "and", "or", "but", "if", "so",
+     "can", "could", "should", "would", "will", "shall", "may", "might", "must", "what",
+     "which", "who", "whom", "whose", "when", "where", "why", "how", "some", "any", "all",
+     "there", "here", "one", "get", "much", "many", "very", "really", "just", "also", "from",
+     "to", "into", "than", "over", "vs", "versus", "beat", "beats", "s", "'s", "way", "best"}
+)  # fmt: skip
 
 _QUESTION_WORDS = frozenset(
     {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "is", "are",
@@ -135,8 +155,8 @@ class QuestionFacts:
     entities: frozenset[str]
     negations: int
     units: tuple[str, ...]
-    entity_order: tuple[str, ...]
-    directional: bool
+    relations: tuple[tuple[str, frozenset[str], frozenset[str]], ...]
+    answer_type: str | None
 
 
 def _normalise_number(token: str) -> str:
@@ -172,7 +192,6 @@ def extract_facts(text: str) -> QuestionFacts:
     dates: set[str] = set()
     entities: set[str] = set()
     units: list[str] = []
-    entity_order: list[str] = []
     negations = 0
     for position, (token, lower) in enumerate(zip(tokens, lowered, strict=True)):
         bare = lower.replace("'", "")
@@ -205,7 +224,6 @@ def extract_facts(text: str) -> QuestionFacts:
             and not (starts_sentence and token[1:].islower())
         ):
             entities.add(_stem(lower))
-            entity_order.append(_stem(lower))
     for match in _RELATIVE_PERIOD.finditer(text.lower()):
         dates.add(f"{match.group(1)}-{match.group(2)}")
     return QuestionFacts(
@@ -215,9 +233,54 @@ def extract_facts(text: str) -> QuestionFacts:
         entities=frozenset(entities),
         negations=negations,
         units=tuple(units),
-        entity_order=tuple(dict.fromkeys(entity_order)),
-        directional=any(word in _DIRECTIONAL for word in lowered),
+        relations=_relations(lowered),
+        answer_type=_answer_type(lowered),
     )
+
+
+def _answer_type(lowered: list[str]) -> str | None:
+    for position, word in enumerate(lowered):
+        if word in _ANSWER_TYPES:
+            return _ANSWER_TYPES[word]
+        if (
+            word == "how"
+            and position + 1 < len(lowered)
+            and lowered[position + 1]
+            in {
+                "many",
+                "much",
+            }
+        ):
+            return "quantity"
+    return None
+
+
+def _relations(lowered: list[str]) -> tuple[tuple[str, frozenset[str], frozenset[str]], ...]:
+    """For each relation word, the content words just before and just after it."""
+    found = []
+    for position, word in enumerate(lowered):
+        if word not in _RELATIONS or word in _SYMMETRIC_RELATIONS:
+            continue
+        before = [w for w in lowered[max(0, position - 4) : position] if w not in _STOPWORDS]
+        after = [w for w in lowered[position + 1 : position + 5] if w not in _STOPWORDS]
+        found.append(
+            (word, frozenset(_stem(w) for w in before[-3:]), frozenset(_stem(w) for w in after[:3]))
+        )
+    return tuple(found)
+
+
+def _swapped(a: QuestionFacts, b: QuestionFacts) -> str | None:
+    """A word before a relation in one question and after it in the other, and vice versa
+    ("convert X to Y" / "convert Y to X", "A better than B" / "B better than A")."""
+    for relation, before_a, after_a in a.relations:
+        for other, before_b, after_b in b.relations:
+            if relation != other:
+                continue
+            moved_back = (before_a & after_b) - after_a
+            moved_forward = (after_a & before_b) - before_a
+            if moved_back and moved_forward:
+                return f"{sorted(moved_back)} {relation} {sorted(moved_forward)} reversed"
+    return None
 
 
 def _opposite_swaps(a: QuestionFacts, b: QuestionFacts, text_a: str, text_b: str) -> list[str]:
@@ -241,6 +304,7 @@ class GuardPolicy:
     numbers: bool = True
     dates: bool = True
     order: bool = True
+    question_type: bool = True
     entities: bool = True
     negation: bool = True
     units: bool = True
@@ -285,16 +349,17 @@ def compare_facts(
         if only_a and only_b:
             reasons.append(Mismatch.ENTITY)
             details.append(f"entities {sorted(only_a)} vs {sorted(only_b)}")
-    if (
-        policy.order
-        and a.directional
-        and b.directional
-        and len(a.entity_order) >= 2
-        and set(a.entity_order) == set(b.entity_order)
-        and a.entity_order != b.entity_order
-    ):
+    if policy.order and (swap := _swapped(a, b)) is not None:
         reasons.append(Mismatch.ORDER)
-        details.append(f"entity order {list(a.entity_order)} vs {list(b.entity_order)}")
+        details.append(swap)
+    if (
+        policy.question_type
+        and a.answer_type is not None
+        and b.answer_type is not None
+        and a.answer_type != b.answer_type
+    ):
+        reasons.append(Mismatch.QUESTION_TYPE)
+        details.append(f"asks for {a.answer_type} vs {b.answer_type}")
     if policy.negation and (a.negations % 2) != (b.negations % 2):
         reasons.append(Mismatch.NEGATION)
         details.append(f"negations {a.negations} vs {b.negations}")

@@ -139,21 +139,43 @@ class MemoryStore:
         self._payloads.clear()
 
 
-# put: the entry hash with its TTL and the "add" event, atomically (one round trip).
-_PUT_LUA = """
-redis.call('HSET', KEYS[1], 'p', ARGV[2], 'q', ARGV[3], 'v', ARGV[4], 'x', ARGV[5], 'a', ARGV[6])
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'op', 'add', 'id', ARGV[1],
-           'p', ARGV[2], 'q', ARGV[3], 'v', ARGV[4], 'x', ARGV[5])
-return 1
+# The feed is trimmed with XDEL rather than XADD MAXLEN: XDEL records the highest removed id
+# (XINFO's max-deleted-entry-id), which is how a restarting replica learns that changes after
+# its snapshot are gone and it must rescan instead of replaying.
+_TRIM_LUA = """
+local function trim(feed, max_len)
+  local excess = redis.call('XLEN', feed) - tonumber(max_len)
+  if excess > 0 then
+    for _, event in ipairs(redis.call('XRANGE', feed, '-', '+', 'COUNT', excess)) do
+      redis.call('XDEL', feed, event[1])
+    end
+  end
+end
 """
 
+# put: the entry hash with its TTL and the "add" event, atomically (one round trip).
+_PUT_LUA = (
+    _TRIM_LUA
+    + """
+redis.call('HSET', KEYS[1], 'p', ARGV[2], 'q', ARGV[3], 'v', ARGV[4], 'x', ARGV[5], 'a', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('XADD', KEYS[2], '*', 'op', 'add', 'id', ARGV[1],
+           'p', ARGV[2], 'q', ARGV[3], 'v', ARGV[4], 'x', ARGV[5])
+trim(KEYS[2], ARGV[8])
+return 1
+"""
+)
+
 # delete: drop the entry and tell every replica, atomically.
-_DELETE_LUA = """
+_DELETE_LUA = (
+    _TRIM_LUA
+    + """
 local removed = redis.call('DEL', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'op', 'delete', 'id', ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'op', 'delete', 'id', ARGV[1])
+trim(KEYS[2], ARGV[2])
 return removed
 """
+)
 
 
 def _stream_id_tuple(position: str) -> tuple[int, int]:
@@ -165,7 +187,7 @@ class RedisStore:
     """Entries as Redis hashes with a TTL, changes on a Redis Stream.
 
     Keys (under ``namespace``): ``{ns}:e:{id}`` one hash per entry, ``{ns}:ids`` the id
-    counter, ``{ns}:changes`` the change stream, trimmed to about ``max_feed_len`` events.
+    counter, ``{ns}:changes`` the change stream, trimmed to ``max_feed_len`` events.
     """
 
     def __init__(
