@@ -1,0 +1,120 @@
+"""``/static/nearline.js`` in headless Chromium, against a real gateway and the mock upstream:
+plain streams, errors, and cancel over the socket. Also the static file router."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from nearline.providers.mock import MockBehaviour, deterministic_words
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARGS += ["--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not HAVE_CHROMIUM:
+        pytest.fail("chromium is not installed: apt-get install -y chromium (see .ci/run)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def client_page(browser: Browser, gateway: str) -> Page:
+    page = await browser.new_page()
+    await page.goto(f"{gateway}/chat")
+    await page.evaluate("async () => { window.nl = await import('/static/nearline.js'); }")
+    return page
+
+
+async def test_stream_chat_reads_a_plain_stream_and_reports_errors(make_stack, browser):
+    with make_stack(MockBehaviour(ttft_s=0.05, tokens_per_s=400)) as stack:
+        page = await client_page(browser, stack.gateway)
+        result = await page.evaluate(
+            """async () => {
+                const deltas = [];
+                const done = [];
+                const result = await nl.streamChat({
+                    body: {model: "big", messages: [{role: "user", content: "hello"}]},
+                    onDelta: (t) => deltas.push(t),
+                    onDone: (d) => done.push(d),
+                });
+                const errors = [];
+                const failed = await nl.streamChat({
+                    body: {model: "nope", messages: [{role: "user", content: "hello"}]},
+                    onError: (e) => errors.push(e),
+                });
+                return {result, deltas, done, failed, errors};
+            }"""
+        )
+    expected = " ".join(deterministic_words([{"role": "user", "content": "hello"}], None, 24))
+    assert result["result"]["text"] == expected == "".join(result["deltas"])
+    assert result["result"]["preliminary"] is None  # no draft model configured here
+    assert result["result"]["finishReason"] == "stop"
+    assert result["done"] == [{"finishReason": "stop", "source": "inference", "text": expected}]
+    assert result["failed"]["error"]["code"] == "model_not_found"
+    assert [e["code"] for e in result["errors"]] == ["model_not_found"]
+
+
+async def test_the_socket_client_cancels_one_request_and_finishes_the_other(make_stack, browser):
+    slow = MockBehaviour(ttft_s=0.01, tokens_per_s=10, completion_tokens=200)
+    with make_stack(slow) as stack:
+        page = await client_page(browser, stack.gateway)
+        await page.evaluate(
+            """() => {
+                window.socket = new nl.NearlineSocket({});
+                window.seen = {long: 0};
+                window.long = socket.chat(
+                    {model: "big", messages: [{role: "user", content: "a long one"}]},
+                    {onDelta: () => { seen.long += 1; }},
+                );
+                window.short = socket.chat(
+                    {model: "big", max_tokens: 3, messages: [{role: "user", content: "short"}]},
+                    {},
+                );
+            }"""
+        )
+        await page.wait_for_function("seen.long >= 2")
+        cancelled = await page.evaluate("socket.cancel(long); socket.finished(long)")
+        # finished() after cancel: the request is forgotten at once
+        assert cancelled is None
+        short = await page.evaluate("socket.finished(short)")
+        stats = await asyncio.to_thread(stack.wait_for_stats, "cancelled", 1)
+        await page.evaluate("socket.close()")
+    assert short["finishReason"] == "length"
+    assert short["error"] is None
+    assert len(short["text"].split()) == 3
+    assert stats["cancelled"] == 1
+
+
+def test_static_files_are_served_by_exact_name_only(make_stack):
+    with make_stack(MockBehaviour()) as stack:
+        page = httpx.get(f"{stack.gateway}/", timeout=5)
+        script = httpx.get(f"{stack.gateway}/static/nearline.js", timeout=5)
+        escapes = [
+            httpx.get(f"{stack.gateway}/static/..%2Fapp.py", timeout=5),
+            httpx.get(f"{stack.gateway}/static/%2e%2e%2fpages.py", timeout=5),
+            httpx.get(f"{stack.gateway}/static/missing.js", timeout=5),
+        ]
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<title>nearline" in page.text
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "export async function streamChat" in script.text
+    assert [r.status_code for r in escapes] == [404, 404, 404]
+    assert escapes[2].json()["error"]["code"] == "not_found"
