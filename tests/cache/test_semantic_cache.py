@@ -125,3 +125,21 @@ async def test_concurrent_lookups_are_embedded_together(batcher: EmbeddingBatche
 async def test_store_rejects_a_non_positive_ttl(cache: SemanticCache) -> None:
     with pytest.raises(ValueError, match="ttl_s"):
         await cache.store(PARIS, "q", b"a", ttl_s=0)
+
+
+async def test_store_embedded_imports_vectors_without_the_model(
+    cache: SemanticCache, batcher: EmbeddingBatcher
+) -> None:
+    vector = await batcher.embed("What is the capital of France?")
+    calls_before = batcher.stats.model_calls
+
+    [entry_id] = await cache.store_embedded(
+        PARIS, [("What is the capital of France?", vector, b"Paris")], ttl_s=60
+    )
+
+    assert batcher.stats.model_calls == calls_before
+    match = await cache.lookup(PARIS, "What is the capital of France?")
+    assert match is not None
+    assert match.entry_id == entry_id
+    with pytest.raises(ValueError, match="shape"):
+        await cache.store_embedded(PARIS, [("q", vector[:10], b"x")], ttl_s=60)

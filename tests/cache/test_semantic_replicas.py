@@ -250,3 +250,18 @@ async def wait_for_entries(cache: SemanticCache, count: int, within_s: float = 2
     while len(cache) != count:
         assert time.monotonic() < deadline, f"{len(cache)} entries, expected {count}"
         await asyncio.sleep(0.01)
+
+
+async def test_a_damaged_snapshot_is_ignored_and_the_replica_rescans(
+    batcher: EmbeddingBatcher, namespace: str, tmp_path: Path
+) -> None:
+    snapshot = tmp_path / "semantic-index"
+    async with redis_cache(batcher, namespace, snapshot_dir=snapshot) as replica:
+        await replica.store(PARTITION, "What is the capital of France?", b"Paris", 60)
+    (snapshot / "catalog.json").write_text("{damaged")
+
+    async with redis_cache(batcher, namespace, snapshot_dir=snapshot) as restarted:
+        match = await restarted.lookup(PARTITION, "What is the capital of France?")
+
+    assert match is not None
+    assert match.payload == b"Paris"

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +227,30 @@ class SemanticCache:
         await self._store.put(entry, payload)
         await self._in_index_thread(self._apply_adds, [entry])
         return entry.entry_id
+
+    async def store_embedded(
+        self,
+        partition: str,
+        items: Sequence[tuple[str, Vector, bytes]],
+        ttl_s: float,
+    ) -> list[int]:
+        """Store questions already embedded by this model: ``(query, unit vector, payload)``.
+
+        For imports and warm-ups (and benchmarks) that have the vectors; skips the model.
+        """
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        expires_at = time.time() + ttl_s
+        entries = []
+        for query, vector, payload in items:
+            if vector.shape != (self._index.dim,):
+                raise ValueError(f"vectors must have shape ({self._index.dim},)")
+            entry = IndexedEntry(await self._store.next_id(), partition, query, vector, expires_at)
+            await self._store.put(entry, payload)
+            entries.append(entry)
+        for start in range(0, len(entries), 1000):
+            await self._in_index_thread(self._apply_adds, entries[start : start + 1000])
+        return [entry.entry_id for entry in entries]
 
     async def delete(self, entry_id: int) -> bool:
         removed = await self._store.delete([entry_id])
