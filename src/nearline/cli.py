@@ -129,6 +129,9 @@ def _face_commands() -> list[Callable[[Any], None]]:
     from nearline.warm import add_commands as add_warm_commands
 
     faces.append(add_warm_commands)
+    from nearline.report.cli import add_commands as add_report_commands
+
+    faces.append(add_report_commands)
     return faces
 
 
