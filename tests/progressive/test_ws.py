@@ -94,6 +94,18 @@ async def test_cancel_stops_the_upstream_work_and_the_connection_stays_usable(ma
     }
 
 
+async def test_cancel_before_the_first_token_stops_the_upstream_too(make_stack):
+    with make_stack(MockBehaviour(ttft_s=30, tokens_per_s=10)) as stack:
+        async with connect(stack.ws) as socket:
+            await socket.send(chat("slow", "take your time"))
+            await asyncio.to_thread(stack.wait_for_stats, "active", 1)
+            await socket.send(orjson.dumps({"type": "cancel", "id": "slow"}).decode())
+            stats = await asyncio.to_thread(stack.wait_for_stats, "cancelled", 1)
+            assert (stats["cancelled"], stats["active"]) == (1, 0)
+            with pytest.raises(TimeoutError):  # nothing is sent for a cancelled request
+                await receive(socket, timeout_s=0.5)
+
+
 async def test_closing_the_socket_cancels_every_running_request(make_stack):
     slow = MockBehaviour(ttft_s=0.01, tokens_per_s=10, completion_tokens=200)
     with make_stack(slow) as stack:
