@@ -29,39 +29,57 @@ import yaml
 from nearline.testing import free_port, wait_until_ready
 
 TOPICS = ["a bakery", "a bicycle repair shop", "a public library"]
-WORDS = ("policy customer order refund delivery opening hours staff member price list "
-         "discount loyalty card weekend holiday receipt payment method allergy ingredient "
-         "repair warranty booking return exchange membership fee late notice").split()
+_VOCABULARY = (
+    "policy customer order refund delivery opening hours staff member price list "
+    "discount loyalty card weekend holiday receipt payment method allergy ingredient "
+    "repair warranty booking return exchange membership fee late notice"
+)
+WORDS = _VOCABULARY.split()
 
 
 def system_prompt(topic: str, seed: int) -> str:
     rng = random.Random(seed)
-    rules = [f"Rule {i}: " + " ".join(rng.choice(WORDS) for _ in range(14)) + "."
-             for i in range(1, 60)]
+    rules = [
+        f"Rule {i}: " + " ".join(rng.choice(WORDS) for _ in range(14)) + "." for i in range(1, 60)
+    ]
     return f"You are the assistant of {topic}. Follow the house rules.\n" + "\n".join(rules)
 
 
 def start_gateway(state_cache_mb: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     config = Path(tempfile.mkdtemp()) / "nearline.yaml"
-    config.write_text(yaml.safe_dump({"server": {"log_level": "warning"},
-                                      "local": {"state_cache_mb": state_cache_mb}}))
+    config.write_text(
+        yaml.safe_dump(
+            {"server": {"log_level": "warning"}, "local": {"state_cache_mb": state_cache_mb}}
+        )
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "nearline", "serve", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return process, f"http://127.0.0.1:{port}"
 
 
 def turn(url: str, system: str, question: str) -> tuple[float, int, int]:
-    body = {"model": "smollm2-135m-instruct", "stream": True, "max_tokens": 4,
-            "stream_options": {"include_usage": True}, "temperature": 0,
-            "messages": [{"role": "system", "content": system},
-                         {"role": "user", "content": question}]}
+    body = {
+        "model": "smollm2-135m-instruct",
+        "stream": True,
+        "max_tokens": 4,
+        "stream_options": {"include_usage": True},
+        "temperature": 0,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+    }
     start = time.perf_counter()
     ttft = None
     usage = {}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120,
-                      headers={"Cache-Control": "no-store"}) as response:
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        json=body,
+        timeout=120,
+        headers={"Cache-Control": "no-store"},
+    ) as response:
         for line in response.iter_lines():
             if not line.startswith("data: {"):
                 continue
@@ -82,12 +100,18 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--rounds-without", type=int, default=3,
-                        help="rounds for the gateway without saved states (each turn is cold)")
+    parser.add_argument(
+        "--rounds-without",
+        type=int,
+        default=3,
+        help="rounds for the gateway without saved states (each turn is cold)",
+    )
     args = parser.parse_args()
     prompts = [system_prompt(topic, i) for i, topic in enumerate(TOPICS)]
-    gateways = {"saved KV states (default)": start_gateway(512),
-                "no saved states": start_gateway(0)}
+    gateways = {
+        "saved KV states (default)": start_gateway(512),
+        "no saved states": start_gateway(0),
+    }
     try:
         for _, url in gateways.values():
             wait_until_ready(url)
@@ -99,18 +123,24 @@ def main() -> None:
                     limit = args.rounds if name.startswith("saved") else args.rounds_without
                     if round_no < limit:
                         results[name].append((round_no, *turn(url, system, question)))
-        print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} cores | load "
-              f"{os.getloadavg()[0]:.2f} | 3 tenants interleaved | prompt tokens "
-              f"{sorted({r[2] for r in results['no saved states']})}")
-        print("| gateway | cold TTFT p50 (ms) | warm TTFT p50 (ms) | warm TTFT p95 (ms) "
-              "| warm turns | median cached prompt tokens (warm) |")
+        print(
+            f"# {time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} cores | load "
+            f"{os.getloadavg()[0]:.2f} | 3 tenants interleaved | prompt tokens "
+            f"{sorted({r[2] for r in results['no saved states']})}"
+        )
+        print(
+            "| gateway | cold TTFT p50 (ms) | warm TTFT p50 (ms) | warm TTFT p95 (ms) "
+            "| warm turns | median cached prompt tokens (warm) |"
+        )
         print("|---|---:|---:|---:|---:|---:|")
         for name, rows in results.items():
             cold = [r[1] for r in rows if r[0] == 0]
             warm = [r[1] for r in rows if r[0] > 0]
             cached = sorted(r[3] for r in rows if r[0] > 0)
-            print(f"| {name} | {pct(cold, 0.5):.0f} | {pct(warm, 0.5):.0f} | "
-                  f"{pct(warm, 0.95):.0f} | {len(warm)} | {cached[len(cached) // 2]} |")
+            print(
+                f"| {name} | {pct(cold, 0.5):.0f} | {pct(warm, 0.5):.0f} | "
+                f"{pct(warm, 0.95):.0f} | {len(warm)} | {cached[len(cached) // 2]} |"
+            )
     finally:
         for process, _ in gateways.values():
             process.terminate()

@@ -17,6 +17,9 @@ from nearline.errors import NearlineError
 from nearline.serving.events import Delta, Event, Preliminary, Replace
 
 
+_BACKGROUND: set[asyncio.Future[None]] = set()  # keeps stopping tasks alive until done
+
+
 def _agrees(preliminary: str, refined_start: str) -> bool:
     """The refinement so far says what the preliminary said (whitespace and case aside)."""
     start = " ".join(refined_start.split()).lower()
@@ -48,7 +51,12 @@ async def with_preliminary(
                 shown += event.text
                 yield Preliminary(shown, source=source, similarity=similarity)
             pending = asyncio.ensure_future(anext(preliminary))
-        await _stop(pending, preliminary)
+        # Stop the preliminary source without waiting for it: a draft model may be in the
+        # middle of evaluating its prompt, which cannot be interrupted, and the refined answer
+        # must not wait for that.
+        stopping = asyncio.ensure_future(_stop(pending, preliminary))
+        _BACKGROUND.add(stopping)
+        stopping.add_done_callback(_BACKGROUND.discard)
         pending = None
         first = await refined_first
         if shown and isinstance(first, Delta):
@@ -57,7 +65,8 @@ async def with_preliminary(
         async for event in refined:
             yield event
     finally:
-        await _stop(pending, preliminary)
+        if pending is not None:
+            await _stop(pending, preliminary)
         if not refined_first.done():
             refined_first.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, NearlineError):

@@ -1,0 +1,83 @@
+"""A realistic request trace for cache and progressive benchmarks (shared by both scripts).
+
+Popular questions follow a Zipf law; a popular question comes back either word for word
+(exact repeat) or as its labelled paraphrase from the Quora dev pairs (semantic repeat); the
+long tail is made of questions asked once. Several tenants ask, each with its own popular
+set drawn from the same pool, so a tenant's repeat never matches another tenant's entry.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "semantic" / "qqp_pairs_dev.csv"
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    tenant: str
+    question: str
+    kind: str  # first (first time asked), exact (word-for-word repeat), paraphrase, unique
+
+
+def load_duplicate_pairs(path: Path = PAIRS) -> tuple[list[tuple[str, str]], list[str]]:
+    """(question, paraphrase) pairs labelled duplicates, and questions from non-duplicates."""
+    duplicates: list[tuple[str, str]] = []
+    singles: list[str] = []
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["is_duplicate"] == "1":
+                duplicates.append((row["question1"], row["question2"]))
+            else:
+                singles.append(row["question1"])
+    return duplicates, singles
+
+
+def build_trace(
+    requests: int = 600,
+    tenants: int = 3,
+    popular: int = 40,
+    repeat_share: float = 0.6,
+    paraphrase_share: float = 0.62,
+    zipf_s: float = 1.1,
+    seed: int = 7,
+) -> list[TraceRequest]:
+    """``repeat_share`` of requests draw from each tenant's popular set (Zipf); of the
+    repeats of an already-asked question, ``paraphrase_share`` use the paraphrase."""
+    rng = random.Random(seed)
+    duplicates, singles = load_duplicate_pairs()
+    rng.shuffle(duplicates)
+    rng.shuffle(singles)
+    weights = [1 / (rank + 1) ** zipf_s for rank in range(popular)]
+    pools = [duplicates[t * popular : (t + 1) * popular] for t in range(tenants)]
+    asked: set[tuple[int, int]] = set()
+    tail = iter(singles)
+    trace: list[TraceRequest] = []
+    for _ in range(requests):
+        tenant = rng.randrange(tenants)
+        name = f"tenant-{tenant}"
+        if rng.random() < repeat_share:
+            index = rng.choices(range(popular), weights)[0]
+            question, paraphrase = pools[tenant][index]
+            if (tenant, index) not in asked:
+                asked.add((tenant, index))
+                trace.append(TraceRequest(name, question, "first"))
+            elif rng.random() < paraphrase_share:
+                trace.append(TraceRequest(name, paraphrase, "paraphrase"))
+            else:
+                trace.append(TraceRequest(name, question, "exact"))
+        else:
+            trace.append(TraceRequest(name, next(tail), "unique"))
+    return trace
+
+
+def describe(trace: list[TraceRequest]) -> str:
+    kinds = {
+        kind: sum(r.kind == kind for r in trace)
+        for kind in ("first", "exact", "paraphrase", "unique")
+    }
+    total = len(trace)
+    return ", ".join(f"{kind} {count} ({count / total:.0%})" for kind, count in kinds.items())
