@@ -158,6 +158,17 @@ async def test_malformed_messages_get_an_error_without_id_and_the_connection_sta
     assert "".join(m.get("text", "") for m in messages if m["type"] == "delta")
 
 
+async def test_a_message_over_the_body_limit_is_refused_and_the_connection_stays(make_stack):
+    with make_stack(MockBehaviour(), server={"max_body_bytes": 4096}) as stack:
+        async with connect(stack.ws) as socket:
+            await socket.send(chat("big", "x" * 5000))
+            error = await receive(socket)
+            assert (error["id"], error["error"]["code"]) == (None, "request_too_large")
+            await socket.send(chat("ok", "small"))
+            assert (await until_done(socket, {"ok"}))[-1]["type"] == "done"
+        assert stack.stats()["requests"] == 1
+
+
 async def test_an_id_already_running_is_refused_without_disturbing_it(make_stack):
     with make_stack(MockBehaviour(ttft_s=0.3, tokens_per_s=40)) as stack:
         async with connect(stack.ws) as socket:

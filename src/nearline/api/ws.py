@@ -20,7 +20,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from nearline.api.openai import parse_chat_request
 from nearline.api.state import AppState
-from nearline.errors import AuthenticationFailed, InvalidRequest, NearlineError
+from nearline.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, NearlineError
 from nearline.serving.events import Delta, Done, ErrorEvent, Event, Preliminary, Replace, Usage
 from nearline.serving.sse import progressive_event
 from nearline.tenancy import Tenant
@@ -111,6 +111,7 @@ class _Connection:
         self._running: dict[str, asyncio.Task[None]] = {}
         self.tenant: Tenant | None = None
         self.open = True
+        self.max_message_bytes = state.settings.server.max_body_bytes
 
     async def send(self, message: dict[str, Any]) -> bool:
         """Send one message; ``False`` once the client has gone."""
@@ -216,6 +217,12 @@ async def _serve(connection: _Connection, websocket: WebSocket) -> None:
         if received["type"] == "websocket.disconnect":
             return
         raw = received.get("text") or received.get("bytes") or b""
+        if len(raw) > connection.max_message_bytes:  # the HTTP body limit, per message
+            too_large = BodyTooLarge(
+                f"the message is larger than {connection.max_message_bytes} bytes"
+            )
+            await connection.send(error_message(None, too_large))
+            continue
         try:
             message = parse_client_message(raw)
         except InvalidRequest as error:
