@@ -50,16 +50,15 @@ def build_exact_cache(settings: Settings, redis_client: aioredis.Redis | None) -
 
 
 async def build_semantic_cache(
-    settings: Settings, redis_client: aioredis.Redis | None
+    settings: Settings, redis_client: aioredis.Redis | None, batcher: EmbeddingBatcher | None
 ) -> SemanticCache | None:
-    """Load the embedding model (off the event loop) and start the semantic tier."""
+    """Start the semantic tier on the shared embedding batcher."""
     config = settings.cache.semantic
-    if not config.enabled:
+    if not config.enabled or batcher is None:
         return None
-    embedder = await asyncio.to_thread(load_embedder)
     store: SemanticStore = RedisStore(redis_client) if redis_client is not None else MemoryStore()
     cache = SemanticCache(
-        EmbeddingBatcher(embedder),
+        batcher,
         store=store,
         thresholds=SemanticThresholds(hit=config.hit_threshold, near=config.near_threshold),
         snapshot_dir=config.snapshot_dir,
@@ -88,7 +87,10 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
         redis_client = aioredis.from_url(settings.redis.url) if settings.redis.url else None
         exact = build_exact_cache(settings, redis_client)
         request_log = build_request_log(settings)
-        semantic = await build_semantic_cache(settings, redis_client)
+        batcher = None
+        if settings.cache.semantic.enabled or settings.prefetch.enabled:
+            batcher = EmbeddingBatcher(await asyncio.to_thread(load_embedder))
+        semantic = await build_semantic_cache(settings, redis_client, batcher)
         tracer_provider = build_tracer_provider(
             settings.tracing.service_name, settings.tracing.otlp_endpoint, span_exporter
         )
@@ -108,6 +110,8 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
             router=build_router(settings.routing),
             semantic=semantic,
             semantic_ttl_s=settings.cache.semantic.ttl_s,
+            prefetch=settings.prefetch,
+            embed=batcher.embed if batcher is not None else None,
         )
         try:
             if request_log is not None:

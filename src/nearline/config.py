@@ -147,6 +147,18 @@ class ProgressiveSettings(_Strict):
     draft_max_tokens: int = Field(default=48, ge=1)
 
 
+class PrefetchSettings(_Strict):
+    """Answer likely follow-up questions ahead of time (off by default: it spends tokens)."""
+
+    enabled: bool = False
+    models: list[str] = Field(default_factory=list)  # which catalogue models may be prefetched
+    requests_per_minute: float = Field(default=30.0, gt=0)  # the budget
+    min_transitions: int = Field(default=2, ge=1)
+    min_probability: float = Field(default=0.3, gt=0, le=1)
+    session_gap_s: float = Field(default=300.0, gt=0)
+    cluster_similarity: float = Field(default=0.85, ge=-1, le=1)
+
+
 class PriceSettings(_Strict):
     """USD per million tokens, for the savings and cost figures."""
 
@@ -187,6 +199,7 @@ class Settings(BaseSettings):
     request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     progressive: ProgressiveSettings = Field(default_factory=ProgressiveSettings)
+    prefetch: PrefetchSettings = Field(default_factory=PrefetchSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     # Each face adds its own section here, defined in its own package:

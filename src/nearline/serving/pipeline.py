@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 
 import orjson
@@ -26,7 +26,7 @@ from nearline.cache.partition import ANSWER_CHANGING_PARAMS, SemanticKey, Turn, 
 from nearline.cache.policy import CacheDirective
 from nearline.cache.recording import RecordedAnswer, recorded, replay
 from nearline.cache.semantic import SemanticCache, SemanticMatch
-from nearline.config import ModelRoute, ProgressiveSettings
+from nearline.config import ModelRoute, PrefetchSettings, ProgressiveSettings
 from nearline.errors import (
     ModelNotFound,
     NearlineError,
@@ -38,6 +38,7 @@ from nearline.errors import (
 from nearline.providers.base import Provider, ProviderCall
 from nearline.routing.rules import Router
 from nearline.serving.events import Delta, Done, ErrorEvent, Event
+from nearline.serving.prefetch import Embed, Prefetcher
 from nearline.serving.progressive import with_preliminary
 from nearline.serving.request import ChatRequest
 from nearline.telemetry.metrics import GatewayMetrics
@@ -90,20 +91,28 @@ class ServingPipeline:
         router: Router | None = None,
         semantic: SemanticCache | None = None,
         semantic_ttl_s: float = 3600.0,
+        prefetch: PrefetchSettings | None = None,
+        embed: Embed | None = None,
     ) -> None:
-        self._router = router
-        self._semantic = semantic
-        self._semantic_ttl_s = semantic_ttl_s
-        self._tracer = tracer or NoOpTracer()
-        self._progressive = progressive or ProgressiveSettings()
-        self._metrics = metrics or GatewayMetrics()
-        self._request_log = request_log
-        self._redact = redact
         self._models = dict(models)
         self._providers = dict(providers)
         self._exact = exact
         self._replay_tokens_per_s = replay_tokens_per_s
+        self._metrics = metrics or GatewayMetrics()
+        self._request_log = request_log
+        self._redact = redact
+        self._tracer = tracer or NoOpTracer()
+        self._progressive = progressive or ProgressiveSettings()
+        self._router = router
+        self._semantic = semantic
+        self._semantic_ttl_s = semantic_ttl_s
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._prefetcher: Prefetcher | None = None
+        if prefetch is not None and prefetch.enabled and embed is not None:
+            self._prefetcher = Prefetcher(
+                prefetch, embed, self._is_cached, self._precompute, self._metrics.prefetches.inc
+            )
 
     @property
     def model_names(self) -> list[str]:
@@ -191,6 +200,8 @@ class ServingPipeline:
         arrived_unix = time.time() - (time.perf_counter() - received_at)
 
         def log_request(outcome: AnswerOutcome) -> None:
+            if outcome.outcome == "ok" and self._prefetcher is not None:
+                self._in_background(self._prefetcher.observe(call))
             if self._request_log is None:
                 return
             self._request_log.record(
@@ -264,6 +275,7 @@ class ServingPipeline:
                 lookup.set_attribute("nearline.cache.hit", hit is not None)
             if hit is not None:
                 self._metrics.cache_hits.labels(tier=EXACT).inc()
+                self._count_prefetch_use(call)
                 if hit.stale:
                     self._refresh_in_background(call, key)
                 return await self._replayed(hit.answer, call, EXACT, 1.0, received_at)
@@ -279,6 +291,7 @@ class ServingPipeline:
                     lookup.set_attribute("nearline.cache.similarity", match.similarity)
             if match is not None and match.band == "hit":
                 self._metrics.cache_hits.labels(tier=SEMANTIC).inc()
+                self._count_prefetch_use(call, match.cached_query)
                 answer = RecordedAnswer.from_bytes(match.payload)
                 return await self._replayed(answer, call, SEMANTIC, match.similarity, received_at)
             near = match
@@ -383,6 +396,39 @@ class ServingPipeline:
 
         return store
 
+    # --- prefetch ----------------------------------------------------------------------
+
+    def _count_prefetch_use(self, call: ProviderCall, question: str | None = None) -> None:
+        if self._prefetcher is not None and self._prefetcher.was_prefetched(call, question):
+            self._metrics.prefetch_used.inc()
+
+    async def _is_cached(self, call: ProviderCall) -> bool:
+        key = exact_key(call, self._provider_name(call)) if self._exact is not None else None
+        if self._exact is not None and key is not None and await self._exact.get(key) is not None:
+            return True
+        skey = self._semantic_key(call)
+        if self._semantic is not None and skey is not None:
+            match = await self._semantic.lookup(skey.partition, skey.query)
+            return match is not None and match.band == "hit"
+        return False
+
+    async def _precompute(self, call: ProviderCall) -> None:
+        """Answer ``call`` into the caches, as if asked, without a client."""
+        key = exact_key(call, self._provider_name(call)) if self._exact is not None else None
+        self._in_background(
+            self._drain(recorded(self._infer(call), self._storer(key, self._semantic_key(call))))
+        )
+
+    async def _drain(self, events: AsyncIterator[Event]) -> None:
+        async for event in events:
+            if isinstance(event, ErrorEvent):
+                log.warning("prefetch failed: %s", event.error.message)
+
+    def _in_background(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _refresh_in_background(self, call: ProviderCall, key: EntryKey) -> None:
         if key.digest in self._refreshing:
             return  # one refresh per stale entry
@@ -399,6 +445,9 @@ class ServingPipeline:
             log.warning("stale-entry refresh failed: %s", error.message)
 
     async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         for task in list(self._refreshing.values()):
             task.cancel()
         await asyncio.gather(*self._refreshing.values(), return_exceptions=True)

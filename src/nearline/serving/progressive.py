@@ -16,7 +16,6 @@ from collections.abc import AsyncGenerator
 from nearline.errors import NearlineError
 from nearline.serving.events import Delta, Event, Preliminary, Replace
 
-
 _BACKGROUND: set[asyncio.Future[None]] = set()  # keeps stopping tasks alive until done
 
 

@@ -89,6 +89,16 @@ class GatewayMetrics:
             ["model", "code"],
             registry=r,
         )
+        self.prefetches = Counter(
+            "nearline_prefetch_total",
+            "Likely next questions answered ahead of time.",
+            registry=r,
+        )
+        self.prefetch_used = Counter(
+            "nearline_prefetch_used_total",
+            "Requests served from a prefetched answer.",
+            registry=r,
+        )
         self.preliminaries = Counter(
             "nearline_preliminaries_total",
             "Preliminary answers by what the refinement did to them (replace or confirm).",
