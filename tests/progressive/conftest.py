@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from nearline.app import create_app
 from nearline.config import DEFAULT_MODEL_NAME, load_settings
@@ -46,7 +47,11 @@ class Stack:
 
 @contextmanager
 def gateway_stack(
-    behaviour: MockBehaviour, *, with_draft_model: bool = False, **settings: Any
+    behaviour: MockBehaviour,
+    *,
+    with_draft_model: bool = False,
+    span_exporter: SpanExporter | None = None,
+    **settings: Any,
 ) -> Iterator[Stack]:
     models: dict[str, Any] = {PAID_MODEL: {"provider": "paid", "upstream_model": "mock-1"}}
     if with_draft_model:
@@ -57,7 +62,7 @@ def gateway_stack(
             models=models,
             **settings,
         )
-        with serve_in_thread(create_app(config)) as url:
+        with serve_in_thread(create_app(config, span_exporter=span_exporter)) as url:
             yield Stack(gateway=url, mock=mock_url)
 
 

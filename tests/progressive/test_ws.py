@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -276,3 +277,22 @@ async def test_a_progressive_answer_over_the_socket_drafts_first_and_cancel_stop
             stats = await asyncio.to_thread(stack.wait_for_stats, "cancelled", 1)
             assert stats["cancelled"] == 1
             assert stats["active"] == 0
+
+
+async def test_each_socket_request_is_traced_like_an_http_one(make_stack):
+    exporter = InMemorySpanExporter()
+    with make_stack(MockBehaviour(), span_exporter=exporter) as stack:
+        async with connect(stack.ws) as socket:
+            await socket.send(chat("t1", "trace me"))
+            await socket.send(chat("t2", "and me", model="nope"))
+            await until_done(socket, {"t1", "t2"})
+        await asyncio.to_thread(stack.wait_for_stats, "completed", 1)
+        await asyncio.sleep(0.2)  # the root span ends when the request's task finishes
+    spans = exporter.get_finished_spans()
+    roots = [s for s in spans if s.name == "WS /v1/ws chat"]
+    assert len(roots) == 2
+    answered = next(r for r in roots if r.attributes.get("nearline.source") == "inference")
+    failed = next(r for r in roots if r is not answered)
+    assert failed.status.status_code.name == "ERROR"
+    children = {s.name for s in spans if s.parent and s.parent.span_id == answered.context.span_id}
+    assert "chat mock-1" in children

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, WebSocket
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
@@ -160,18 +162,32 @@ class _Connection:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, request_id: str, body: dict[str, Any], received_at: float) -> None:
+        root = self._state.tracer.start_span("WS /v1/ws chat", kind=SpanKind.SERVER)
+        try:
+            await self._answer(request_id, body, received_at, root)
+        finally:
+            root.end()
+
+    async def _answer(
+        self, request_id: str, body: dict[str, Any], received_at: float, root: Span
+    ) -> None:
         assert self.tenant is not None
+        parent = trace.set_span_in_context(root)
         try:
             chat = parse_chat_request(orjson.dumps(body))
+            root.set_attribute("gen_ai.request.model", chat.model)
             call = self._state.pipeline.resolve(chat, self.tenant)
-            answer = await self._state.pipeline.answer(call, None, received_at)
+            answer = await self._state.pipeline.answer(call, None, received_at, trace_parent=parent)
         except NearlineError as error:
+            root.set_status(Status(StatusCode.ERROR, error.message))
             await self.send(error_message(request_id, error))
             return
         except Exception:  # a bug, not the client's fault: say so instead of going silent
             log.exception("WebSocket request %r failed", request_id)
+            root.set_status(Status(StatusCode.ERROR, "internal error"))
             await self.send(error_message(request_id, NearlineError("internal error")))
             return
+        root.set_attribute("nearline.source", answer.source)
         try:
             async for event in answer.events():
                 if not await self.send(event_message(request_id, event, answer.source)):
