@@ -86,6 +86,13 @@ async def test_cancel_stops_the_upstream_work_and_the_connection_stays_usable(ma
             await socket.send(orjson.dumps({"type": "cancel", "id": "never-started"}))
             await socket.send(chat("next", "short one", max_tokens=3))
             messages = await until_done(socket, {"next"})
+            # a cancelled id is free again at once
+            await socket.send(chat("again", "one more"))  # 200 tokens, would end with "stop"
+            await receive(socket)
+            await socket.send(orjson.dumps({"type": "cancel", "id": "again"}))
+            await socket.send(chat("again", "and another", max_tokens=2))
+            reused = await until_done(socket, {"again"})
+            stats = await asyncio.to_thread(stack.wait_for_stats, "completed", 2)
     assert not any(m["id"] == "long" and m["type"] == "done" for m in messages)
     assert messages[-1] == {
         "type": "done",
@@ -93,6 +100,9 @@ async def test_cancel_stops_the_upstream_work_and_the_connection_stays_usable(ma
         "finish_reason": "length",
         "source": "inference",
     }
+    assert (reused[-1]["type"], reused[-1]["finish_reason"]) == ("done", "length")
+    assert not any(m["type"] == "error" for m in reused)
+    assert (stats["cancelled"], stats["completed"]) == (2, 2)
 
 
 async def test_cancel_before_the_first_token_stops_the_upstream_too(make_stack):

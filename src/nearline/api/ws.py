@@ -110,7 +110,8 @@ class _Connection:
         self._socket = websocket
         self._state = state
         self._send_lock = asyncio.Lock()
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}  # by id, until done or cancelled
+        self._tasks: set[asyncio.Task[None]] = set()  # every task not yet finished
         self.tenant: Tenant | None = None
         self.open = True
         self.max_message_bytes = state.settings.server.max_body_bytes
@@ -135,7 +136,7 @@ class _Connection:
                 error_message(None, InvalidRequest(f"request id {message.id!r} is already running"))
             )
             return
-        if len(self._running) >= MAX_IN_FLIGHT:
+        if len(self._tasks) >= MAX_IN_FLIGHT:
             await self.send(
                 error_message(
                     message.id,
@@ -145,18 +146,27 @@ class _Connection:
                 )
             )
             return
-        task = asyncio.create_task(self._run(message.id, message.body, time.perf_counter()))
-        self._running[message.id] = task
-        task.add_done_callback(lambda _: self._running.pop(message.id, None))
+        request_id = message.id
+        task = asyncio.create_task(self._run(request_id, message.body, time.perf_counter()))
+        self._running[request_id] = task
+        self._tasks.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._tasks.discard(done)
+            if self._running.get(request_id) is done:  # the id may already be reused
+                del self._running[request_id]
+
+        task.add_done_callback(finished)
 
     def cancel(self, request_id: str) -> None:
-        """Stop one request; an id that already finished is not an error (the race is normal)."""
-        task = self._running.get(request_id)
+        """Stop one request (its id is free at once); an id that already finished is not an
+        error: the race is normal."""
+        task = self._running.pop(request_id, None)
         if task is not None:
             task.cancel()
 
     async def cancel_all(self) -> None:
-        tasks = list(self._running.values())
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
