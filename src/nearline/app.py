@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from nearline import __version__
-from nearline.api import admin, health, metrics, openai, pages, ws
+from nearline.api import admin, dashboard, health, metrics, openai, pages, ws
 from nearline.api.body_limit import BodyLimitMiddleware
 from nearline.api.errors import install_error_handlers
 from nearline.api.state import AppState
@@ -155,5 +155,6 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
     app.include_router(metrics.router)
     app.include_router(ws.router)
     app.include_router(pages.router)
+    app.include_router(dashboard.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
     return app

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from nearline.dashboard.settings import DashboardSettings
 from nearline.routing.settings import RoutingSettings
 from nearline.stream.settings import WorkerSettings
 
@@ -202,6 +203,7 @@ class Settings(BaseSettings):
     prefetch: PrefetchSettings = Field(default_factory=PrefetchSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     # Each face adds its own section here, defined in its own package:
     # worker: WorkerSettings (nearline.stream.settings), cache: ..., routing: ...
 

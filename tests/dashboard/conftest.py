@@ -1,0 +1,88 @@
+"""A real gateway in front of nearline's mock upstreams, with traffic whose figures are known:
+three identical questions to ``fast`` (one computed answer, two exact-cache hits), one to
+``broken`` (the upstream answers 500) and one streamed from ``trickle`` that the client
+leaves after the first content."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from nearline.app import create_app
+from nearline.config import load_settings
+from nearline.providers.mock import MockBehaviour, create_mock_app
+from nearline.testing import serve_in_thread
+
+PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
+UPSTREAMS = {
+    "fast": MockBehaviour(ttft_s=0.01, tokens_per_s=500, completion_tokens=8),
+    "broken": MockBehaviour(error_rate=1.0),
+    "trickle": MockBehaviour(ttft_s=0.01, tokens_per_s=4, completion_tokens=40),
+}
+
+
+@contextmanager
+def gateway(**settings: Any) -> Iterator[str]:
+    with ExitStack() as stack:
+        urls = {
+            name: stack.enter_context(serve_in_thread(create_mock_app(behaviour)))
+            for name, behaviour in UPSTREAMS.items()
+        }
+        config = load_settings(
+            providers={name: {"base_url": f"{url}/v1"} for name, url in urls.items()},
+            models={name: {"provider": name, "price": PRICE} for name in urls},
+            cache={"semantic": {"enabled": False}},
+            **settings,
+        )
+        with serve_in_thread(create_app(config)) as url:
+            yield url
+
+
+def ask(url: str, model: str, question: str) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": question}]}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+
+
+def leave_after_first_content(url: str, model: str, question: str) -> None:
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": question}]}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
+        for line in response.iter_lines():
+            if '"content"' in line:
+                return
+
+
+def send_known_traffic(url: str) -> None:
+    for _ in range(3):
+        assert ask(url, "fast", "what is a cache?").status_code == 200
+    assert ask(url, "broken", "anyone there?").status_code == 502
+    leave_after_first_content(url, "trickle", "tell me a long story")
+
+
+def data_when(url: str, ready: Any, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Poll ``/dashboard/data`` until ``ready(data)`` (the gateway notices a client that left
+    when it next writes to it); return the last figures either way."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data: dict[str, Any] = httpx.get(f"{url}/dashboard/data", timeout=10).json()
+        if ready(data) or time.monotonic() > deadline:
+            return data
+        time.sleep(0.05)
+
+
+class Traffic:
+    """The helpers above, handed to tests by the ``traffic`` fixture."""
+
+    gateway = staticmethod(gateway)
+    send_known = staticmethod(send_known_traffic)
+    data_when = staticmethod(data_when)
+    ask = staticmethod(ask)
+
+
+@pytest.fixture
+def traffic() -> Traffic:
+    return Traffic()
