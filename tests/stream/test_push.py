@@ -155,3 +155,28 @@ async def test_a_client_that_hangs_up_stops_its_tail(broker: Broker, prefix: str
         got = await sse_events(client, f"{url}/v1/streams/{stream}/events?last_event_id=0", 1)
         assert len(got) == 1
         await asyncio.wait_for(spy.tail_closed.wait(), 3)
+
+
+@pytest.mark.parametrize("broker_kind", ["memory"], indirect=True)
+async def test_stopping_the_server_ends_open_subscriptions_promptly(
+    broker: Broker, prefix: str
+) -> None:
+    stop = asyncio.Event()
+    app = FastAPI()
+    app.include_router(create_push_router(broker, None, heartbeat_s=10, stop=stop))
+    stream = f"{prefix}-results"
+    await publish(broker, stream, ["k"])
+    async with serving(app) as url, httpx.AsyncClient(timeout=10) as client:
+        lines: list[str] = []
+        async with client.stream("GET", f"{url}/v1/streams/{stream}/events?last_event_id=0") as r:
+
+            async def read_all() -> None:
+                async for line in r.aiter_lines():
+                    lines.append(line)
+
+            reading = asyncio.create_task(read_all())
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.wait_for(reading, 3)  # the response ended by itself
+
+    assert any(line.startswith("data: ") for line in lines)

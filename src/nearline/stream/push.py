@@ -49,9 +49,14 @@ async def follow(
     key_field: str,
     key: str | None,
     heartbeat_s: float,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[Entry | None]:
-    """Entries of ``stream`` after ``after`` that match ``key``; ``None`` when idle a while."""
+    """Entries of ``stream`` after ``after`` that match ``key``; ``None`` when idle a while.
+
+    Ends when ``stop`` is set (the server is shutting down).
+    """
     inbox: asyncio.Queue[Entry | BaseException] = asyncio.Queue(maxsize=1000)
+    stopped = asyncio.Event() if stop is None else stop
 
     async def pump() -> None:
         try:
@@ -62,20 +67,27 @@ async def follow(
             await inbox.put(exc)
 
     pumping = asyncio.create_task(pump())
+    stopping = asyncio.create_task(stopped.wait())
     try:
         while True:
-            try:
-                item = await asyncio.wait_for(inbox.get(), heartbeat_s)
-            except TimeoutError:
+            getting = asyncio.create_task(inbox.get())
+            done, _ = await asyncio.wait(
+                {getting, stopping}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getting not in done:
+                getting.cancel()
+                if stopping in done:
+                    return
                 yield None
                 continue
+            item = getting.result()
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
-        pumping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pumping
+        for task in (pumping, stopping):
+            task.cancel()
+        await asyncio.gather(pumping, stopping, return_exceptions=True)
 
 
 def create_push_router(
@@ -84,8 +96,12 @@ def create_push_router(
     *,
     key_field: str = "key",
     heartbeat_s: float = 15.0,
+    stop: asyncio.Event | None = None,
 ) -> APIRouter:
-    """Routes for subscribing to ``streams`` (``None``: any stream; only for trusted setups)."""
+    """Routes for subscribing to ``streams`` (``None``: any stream; only for trusted setups).
+
+    Setting ``stop`` ends every open subscription (so a server can shut down promptly).
+    """
     router = APIRouter(prefix="/v1/streams", tags=["push"])
 
     def check(stream: str) -> None:
@@ -105,7 +121,13 @@ def create_push_router(
         async def frames() -> AsyncIterator[bytes]:
             yield b"retry: 1000\n\n"
             async for entry in follow(
-                broker, stream, after, key_field=key_field, key=key, heartbeat_s=heartbeat_s
+                broker,
+                stream,
+                after,
+                key_field=key_field,
+                key=key,
+                heartbeat_s=heartbeat_s,
+                stop=stop,
             ):
                 yield _HEARTBEAT if entry is None else sse_event(entry)
 
@@ -129,7 +151,13 @@ def create_push_router(
 
         async def send() -> None:
             async for entry in follow(
-                broker, stream, last_event_id, key_field=key_field, key=key, heartbeat_s=heartbeat_s
+                broker,
+                stream,
+                last_event_id,
+                key_field=key_field,
+                key=key,
+                heartbeat_s=heartbeat_s,
+                stop=stop,
             ):
                 if entry is not None:
                     message = orjson.dumps({"id": entry.id, "data": dict(entry.data)})

@@ -27,7 +27,7 @@ def create_worker_app(worker: Worker) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(worker.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(create_push_router(worker.broker, results))
+    app.include_router(create_push_router(worker.broker, results, stop=worker.stopping))
     return app
 
 
@@ -41,6 +41,7 @@ async def serve_with_worker(worker: Worker, settings: Settings, port: int) -> No
         access_log=False,
         lifespan="off",
         ws="websockets-sansio",
+        timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

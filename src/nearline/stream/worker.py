@@ -90,6 +90,11 @@ class Worker:
         """Finish the batches in hand, then return from ``run``."""
         self._stopping.set()
 
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set once ``stop()`` was called (e.g. to end the worker's push subscriptions)."""
+        return self._stopping
+
     async def run(self) -> None:
         for pipeline in self.pipelines:
             await self.broker.create_group(pipeline.source, pipeline.group_name)

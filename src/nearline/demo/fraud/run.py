@@ -103,7 +103,7 @@ async def watch(broker: Broker, board: Scoreboard) -> None:
         board.add(entry)
 
 
-def create_demo_app(broker: Broker, board: Scoreboard) -> FastAPI:
+def create_demo_app(broker: Broker, board: Scoreboard, stop: asyncio.Event) -> FastAPI:
     app = FastAPI(title="nearline fraud demo", docs_url=None, redoc_url=None)
     stream_url = f"/v1/streams/{DECISIONS}/events"
 
@@ -115,7 +115,7 @@ def create_demo_app(broker: Broker, board: Scoreboard) -> FastAPI:
     async def stats() -> Response:
         return JSONResponse(board.snapshot())
 
-    app.include_router(create_push_router(broker, [DECISIONS]))
+    app.include_router(create_push_router(broker, [DECISIONS], stop=stop))
     return app
 
 
@@ -143,7 +143,7 @@ async def run_demo(options: DemoOptions) -> int:
     if options.port:
         server = uvicorn.Server(
             uvicorn.Config(
-                create_demo_app(broker, board),
+                create_demo_app(broker, board, stop),
                 host=options.host,
                 port=options.port,
                 log_level="warning",

@@ -19,7 +19,6 @@ class Scoreboard:
     latency_ms: LatencyWindow = field(default_factory=lambda: LatencyWindow(20_000))
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
     produced: int = 0
-    producer_waits: int = 0
 
     def add(self, entry: Entry) -> None:
         data = entry.data
@@ -53,5 +52,4 @@ class Scoreboard:
             },
             "precision": round(tp / (tp + fp), 3) if tp + fp else None,
             "recall": round(tp / (tp + fn), 3) if tp + fn else None,
-            "producer_waits": self.producer_waits,
         }
