@@ -96,8 +96,11 @@ def proc_peak_rss_mb(pid: int) -> float:
 
 
 def start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "nearline", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nearline", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def main() -> None:
@@ -108,17 +111,36 @@ async def main() -> None:
     args = parser.parse_args()
 
     mock_port, gateway_port = free_port(), free_port()
-    mock = start(["mock-upstream", "--port", str(mock_port), "--ttft-ms", str(args.ttft_ms),
-                  "--tokens-per-s", "2000", "--tokens", "8"])
+    mock = start(
+        [
+            "mock-upstream",
+            "--port",
+            str(mock_port),
+            "--ttft-ms",
+            str(args.ttft_ms),
+            "--tokens-per-s",
+            "2000",
+            "--tokens",
+            "8",
+        ]
+    )
     config = Path(tempfile.mkdtemp()) / "nearline.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"log_level": "warning"},
-        "cache": {"exact": {"enabled": False}},  # every request must reach the upstream
-        "request_log": {"sqlite_path": str(config.parent / "requests.sqlite")},
-        "providers": {"mock": {"base_url": f"http://127.0.0.1:{mock_port}/v1",
-                               "max_connections": 2000}},
-        "models": {"mock": {"provider": "mock", "upstream_model": "mock-1"}},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"log_level": "warning"},
+                "cache": {"exact": {"enabled": False}},  # every request must reach the upstream
+                "request_log": {"sqlite_path": str(config.parent / "requests.sqlite")},
+                "providers": {
+                    "mock": {
+                        "base_url": f"http://127.0.0.1:{mock_port}/v1",
+                        "max_connections": 2000,
+                    }
+                },
+                "models": {"mock": {"provider": "mock", "upstream_model": "mock-1"}},
+            }
+        )
+    )
     gateway = start(["serve", "--config", str(config), "--port", str(gateway_port)])
     try:
         mock_url = f"http://127.0.0.1:{mock_port}"
@@ -127,11 +149,15 @@ async def main() -> None:
         wait_until_ready(gateway_url)
         for url in (mock_url, gateway_url):  # warm connections and code paths
             await run_phase(url, 50, 1, False, "warm-up")
-        print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} cores | load "
-              f"{os.getloadavg()[0]:.2f} | mock ttft {args.ttft_ms:.0f} ms, 8 tokens at 2000/s | "
-              f"{args.seconds:.0f} s per phase")
-        print("| rate | mode | direct p50 | direct p99 | via nearline p50 | via nearline p99 "
-              "| added p50 | added p99 | errors direct/nearline | gateway CPU | gateway peak RSS |")
+        print(
+            f"# {time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} cores | load "
+            f"{os.getloadavg()[0]:.2f} | mock ttft {args.ttft_ms:.0f} ms, 8 tokens at 2000/s | "
+            f"{args.seconds:.0f} s per phase"
+        )
+        print(
+            "| rate | mode | direct p50 | direct p99 | via nearline p50 | via nearline p99 "
+            "| added p50 | added p99 | errors direct/nearline | gateway CPU | gateway peak RSS |"
+        )
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for rate in args.rates:
             for stream in (False, True):
@@ -140,13 +166,16 @@ async def main() -> None:
                 began = time.perf_counter()
                 via = await run_phase(gateway_url, rate, args.seconds, stream, "nearline")
                 cpu = (proc_cpu_s(gateway.pid) - cpu_before) / (time.perf_counter() - began)
-                print(f"| {rate}/s | {'stream' if stream else 'json'} "
-                      f"| {direct.pct(0.5):.1f} | {direct.pct(0.99):.1f} "
-                      f"| {via.pct(0.5):.1f} | {via.pct(0.99):.1f} "
-                      f"| {via.pct(0.5) - direct.pct(0.5):+.1f} "
-                      f"| {via.pct(0.99) - direct.pct(0.99):+.1f} "
-                      f"| {direct.errors}/{via.errors} | {cpu * 100:.0f}% "
-                      f"| {proc_peak_rss_mb(gateway.pid):.0f} MB |", flush=True)
+                print(
+                    f"| {rate}/s | {'stream' if stream else 'json'} "
+                    f"| {direct.pct(0.5):.1f} | {direct.pct(0.99):.1f} "
+                    f"| {via.pct(0.5):.1f} | {via.pct(0.99):.1f} "
+                    f"| {via.pct(0.5) - direct.pct(0.5):+.1f} "
+                    f"| {via.pct(0.99) - direct.pct(0.99):+.1f} "
+                    f"| {direct.errors}/{via.errors} | {cpu * 100:.0f}% "
+                    f"| {proc_peak_rss_mb(gateway.pid):.0f} MB |",
+                    flush=True,
+                )
     finally:
         for process in (gateway, mock):
             process.terminate()

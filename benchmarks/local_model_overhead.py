@@ -39,14 +39,19 @@ def raw_run(llm: object, formatter: object, run: int) -> tuple[float, float]:
 
     assert isinstance(llm, Llama)
     rendered = formatter(messages=prompt(run))  # type: ignore[operator]
-    tokens = llm.tokenize(rendered.prompt.encode(), add_bos=not rendered.added_special,
-                          special=True)
+    tokens = llm.tokenize(
+        rendered.prompt.encode(), add_bos=not rendered.added_special, special=True
+    )
     start = time.perf_counter()
     first = None
     count = 0
-    for chunk in llm.create_completion(prompt=tokens, max_tokens=MAX_TOKENS, temperature=0.0,
-                                       stop=[rendered.stop] if rendered.stop else [],
-                                       stream=True):
+    for chunk in llm.create_completion(
+        prompt=tokens,
+        max_tokens=MAX_TOKENS,
+        temperature=0.0,
+        stop=[rendered.stop] if rendered.stop else [],
+        stream=True,
+    ):
         if chunk["choices"][0]["text"]:
             first = first or time.perf_counter()
             count += 1
@@ -59,10 +64,20 @@ def gateway_run(url: str, run: int) -> tuple[float, float]:
     start = time.perf_counter()
     first = None
     count = 0
-    body = {"model": "smollm2-135m-instruct", "messages": prompt(run), "stream": True,
-            "max_tokens": MAX_TOKENS, "temperature": 0.0}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60,
-                      headers={"Cache-Control": "no-store"}) as response:
+    body = {
+        "model": "smollm2-135m-instruct",
+        "messages": prompt(run),
+        "stream": True,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0.0,
+    }
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        json=body,
+        timeout=60,
+        headers={"Cache-Control": "no-store"},
+    ) as response:
         for line in response.iter_lines():
             if not line.startswith("data: {"):
                 continue
@@ -94,7 +109,9 @@ def main() -> None:
     config.write_text(yaml.safe_dump({"server": {"log_level": "warning"}}))
     server = subprocess.Popen(
         [sys.executable, "-m", "nearline", "serve", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_ready(url)
@@ -104,14 +121,18 @@ def main() -> None:
         for run in range(args.runs):
             raw.append(raw_run(llm, formatter, run))
             via.append(gateway_run(url, run))
-        print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} cores | load "
-              f"{os.getloadavg()[0]:.2f} | {args.runs} runs each, alternating | "
-              f"{MAX_TOKENS} tokens max, temperature 0")
+        print(
+            f"# {time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} cores | load "
+            f"{os.getloadavg()[0]:.2f} | {args.runs} runs each, alternating | "
+            f"{MAX_TOKENS} tokens max, temperature 0"
+        )
         print("| path | TTFT median (ms) | tokens/s median |")
         print("|---|---:|---:|")
         for name, runs in (("raw llama-cpp-python", raw), ("through nearline (HTTP, SSE)", via)):
-            print(f"| {name} | {statistics.median(r[0] for r in runs):.1f} "
-                  f"| {statistics.median(r[1] for r in runs):.1f} |")
+            print(
+                f"| {name} | {statistics.median(r[0] for r in runs):.1f} "
+                f"| {statistics.median(r[1] for r in runs):.1f} |"
+            )
         added = statistics.median(v[0] - r[0] for r, v in zip(raw, via, strict=True))
         print(f"\nmedian added time to first token: {added:+.1f} ms")
     finally:
