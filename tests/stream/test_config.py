@@ -116,3 +116,25 @@ def test_nearline_worker_without_pipelines_exits_2_with_a_message(tmp_path: Path
 
     assert finished.returncode == 2
     assert "worker.pipelines" in finished.stderr
+
+
+def test_a_handler_from_an_installed_packages_entry_point_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    import nearline.stream.registry as registry_module
+
+    point = EntryPoint("echo-plugin", "nearline.stream.testing:echo", "nearline.handlers")
+
+    def installed(*, group: str, name: str) -> list[EntryPoint]:
+        return [point] if (group, name) == ("nearline.handlers", "echo-plugin") else []
+
+    monkeypatch.setattr(registry_module, "entry_points", installed)
+    worker = WorkerSettings(pipelines=[{"name": "e", "source": "s", "handler": "echo-plugin"}])  # type: ignore[list-item]
+
+    (pipeline,) = build_pipelines(worker, HandlerRegistry())
+
+    from nearline.stream.testing import echo
+
+    assert pipeline.handler is echo

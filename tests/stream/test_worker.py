@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nearline.stream.broker import Broker, Consumer, Entry, Message
+from nearline.stream.broker import Broker, BrokerError, Consumer, Entry, Message
 from nearline.stream.pipeline import Pipeline
 from nearline.stream.testing import RecordingHandler, async_echo
 from nearline.stream.worker import Worker, WorkerOptions
@@ -282,3 +282,47 @@ class _NeverAcks:
                 return None
 
         return Forgetful()
+
+
+class _FlakyReads:
+    """A broker whose consumers fail their first two reads, as during a Redis restart."""
+
+    def __init__(self, inner: Broker) -> None:
+        self._inner = inner
+        self.failures = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def consumer(
+        self, stream: str, group: str, name: str, *, reclaim_idle_ms: int = 30_000
+    ) -> Consumer:
+        inner = self._inner.consumer(stream, group, name, reclaim_idle_ms=reclaim_idle_ms)
+        outer = self
+
+        class Flaky:
+            ack = inner.ack
+            retry = inner.retry
+            close = inner.close
+
+            async def read(self, count: int, block_ms: int) -> list[Entry]:
+                if outer.failures < 2:
+                    outer.failures += 1
+                    raise BrokerError("connection reset (simulated)")
+                return await inner.read(count, block_ms)
+
+        return Flaky()
+
+
+async def test_the_worker_rides_out_broker_errors(broker: Broker, prefix: str) -> None:
+    source, results = f"{prefix}-source", f"{prefix}-results"
+    await broker.create_group(results, "check")
+    flaky = _FlakyReads(broker)
+    pipeline = Pipeline("p", source, RecordingHandler(), results=results, window_ms=10)
+
+    async with running(Worker(flaky, [pipeline])):  # type: ignore[arg-type]
+        await publish_numbers(broker, source, range(5))
+        got = await count_results(broker, results, "check", 5)
+
+    assert flaky.failures == 2
+    assert sorted(e.data["n"] for e in got) == list(range(5))
