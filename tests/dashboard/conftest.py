@@ -23,6 +23,8 @@ UPSTREAMS = {
     "fast": MockBehaviour(ttft_s=0.01, tokens_per_s=500, completion_tokens=8),
     "broken": MockBehaviour(error_rate=1.0),
     "trickle": MockBehaviour(ttft_s=0.01, tokens_per_s=4, completion_tokens=40),
+    "steady": MockBehaviour(ttft_s=0.25, tokens_per_s=100, completion_tokens=12),  # flow kept
+    "slow": MockBehaviour(ttft_s=1.2, tokens_per_s=100, completion_tokens=12),  # attention
 }
 
 

@@ -110,10 +110,11 @@ function quantile(bounds, cumulative, share) {
 // --- horizontal bars (cache, savings, workers) -------------------------------------------------
 
 function barRows(rows, { format = count, colour = "var(--accent)" } = {}) {
-  const width = 440;
   const rowHeight = 24;
-  const labelWidth = 150;
-  const barWidth = 200;
+  // wide enough for the longest label (about 6.5 px a character at 11 px)
+  const labelWidth = Math.min(260, Math.max(70, 12 + 6.5 * Math.max(...rows.map((r) => r.label.length))));
+  const width = 440; // every bar chart has the same width, so its text keeps one size
+  const barWidth = width - labelWidth - 80;
   const svg = chart(width, rows.length * rowHeight + 4);
   const longest = Math.max(1e-12, ...rows.map((r) => r.value));
   rows.forEach((row, i) => {
@@ -146,10 +147,11 @@ function drawHistogram(data) {
   const tallest = Math.max(...buckets.map((b) => b.count));
   const svg = chart(width, height);
   const y = (n) => height - bottom - ((height - bottom - top) * n) / tallest;
-  for (const fraction of [0.5, 1]) {
-    const gy = y(tallest * fraction);
+  for (const value of new Set([Math.round(tallest / 2), tallest])) {
+    if (value <= 0) continue;
+    const gy = y(value);
     svg.append(svgEl("line", { x1: left, x2: width - 10, y1: gy, y2: gy, class: "grid" }));
-    svg.append(svgEl("text", { x: left - 6, y: gy + 4, "text-anchor": "end", class: "muted" }, count(tallest * fraction)));
+    svg.append(svgEl("text", { x: left - 6, y: gy + 4, "text-anchor": "end", class: "muted" }, count(value)));
   }
   buckets.forEach((bucket, i) => {
     const x = left + i * slot;
