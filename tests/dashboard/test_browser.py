@@ -28,6 +28,7 @@ from nearline.testing import serve_in_thread
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -42,7 +43,7 @@ DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.p
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
+    if not HAVE_CHROMIUM:
         pytest.fail("chromium is not installed: apt-get install -y chromium (see .ci/run)")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -69,8 +70,7 @@ async def figure(page: Page, name: str) -> str:
 
 async def wait_for_figure(page: Page, name: str, text: str) -> None:
     await page.wait_for_function(
-        "([name, text]) => document.querySelector(`[data-figure=\"${name}\"]`)"
-        ".textContent === text",
+        '([name, text]) => document.querySelector(`[data-figure="${name}"]`).textContent === text',
         arg=[name, text],
         timeout=30_000,
     )
