@@ -12,6 +12,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from nearline.config import hash_api_key
 from nearline.providers.mock import MockBehaviour, deterministic_words
 
 pytestmark = pytest.mark.slow
@@ -118,3 +119,25 @@ def test_static_files_are_served_by_exact_name_only(make_stack):
     assert "export async function streamChat" in script.text
     assert [r.status_code for r in escapes] == [404, 404, 404]
     assert escapes[2].json()["error"]["code"] == "not_found"
+
+
+async def test_the_page_asks_for_a_key_and_sends_it_over_both_transports(make_stack, browser):
+    key = "sk-page-key"
+    auth = {"auth": {"keys": [{"sha256": hash_api_key(key), "tenant": "web"}]}}
+    with make_stack(MockBehaviour(ttft_s=0.05, tokens_per_s=400), **auth) as stack:
+        page = await browser.new_page()
+        await page.goto(f"{stack.gateway}/chat")
+        await page.locator('body[data-ready="true"]').wait_for()
+        assert await page.locator("#model option").all_inner_texts() == ["enter an API key"]
+        await page.fill("#api-key", key)
+        await page.locator("#api-key").dispatch_event("change")
+        await page.locator('#model option[value="big"]').wait_for(state="attached")
+        for number, transport in enumerate(["sse", "ws"]):
+            await page.select_option("#transport", transport)
+            await page.fill("#question", f"question {number}")
+            await page.press("#question", "Enter")
+            bubble = page.locator(".message.assistant").nth(number)
+            await bubble.and_(page.locator('[data-state="final"]')).wait_for(timeout=30_000)
+            assert await bubble.locator(".refined").inner_text()
+            assert await bubble.locator(".error").inner_text() == ""
+        assert stack.stats()["completed"] == 2

@@ -64,6 +64,18 @@ async def test_several_requests_share_one_connection_and_interleave(make_stack):
     order = [(m["type"], m["id"]) for m in messages]
     # concurrent, not one after the other: r2 streams before r1 has finished
     assert order.index(("delta", "r2")) < order.index(("done", "r1"))
+    for request_id in ("r1", "r2"):
+        own = [m for m in messages if m["id"] == request_id and m["type"] != "delta"]
+        assert own[-2:] == [
+            {
+                "type": "usage",
+                "id": request_id,
+                "prompt_tokens": 2,
+                "completion_tokens": 24,
+                "cached_tokens": 0,
+            },
+            {"type": "done", "id": request_id, "finish_reason": "stop", "source": "inference"},
+        ]
     done = [m for m in messages if m["type"] == "done"]
     assert {m["finish_reason"] for m in done} == {"stop"}
     assert {m["source"] for m in done} == {"inference"}

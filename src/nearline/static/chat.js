@@ -37,6 +37,10 @@ async function loadModels() {
     const response = await fetch("v1/models", { headers });
     const models = response.ok ? (await response.json()).data.map((m) => m.id) : [];
     modelSelect.replaceChildren(...models.map((id) => new Option(id, id)));
+    if (response.status === 401) {
+      modelSelect.replaceChildren(new Option("enter an API key", ""));
+      keyInput.focus();
+    }
     const wanted = params.get("model");
     if (wanted && models.includes(wanted)) modelSelect.value = wanted;
   } catch (error) {
