@@ -59,6 +59,7 @@ class Case:
     handler: str  # "fraud" | "embed"
     window_ms: int
     workers: int
+    concurrency: int = 1  # consumers of the pipeline in each worker process
 
     @property
     def max_batch(self) -> int:
@@ -113,6 +114,7 @@ def worker_config(case: Case, source: str, results: str, model_path: Path) -> di
                     "results": results,
                     "max_batch": case.max_batch,
                     "window_ms": case.window_ms,
+                    "concurrency": case.concurrency,
                     **handler,
                 }
             ],
@@ -314,6 +316,9 @@ async def main() -> None:
     parser.add_argument("--handlers", default="fraud,embed")
     parser.add_argument("--windows", default="0,10,100,1000")
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="consumers per pipeline in each worker process"
+    )
     args = parser.parse_args()
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
@@ -329,7 +334,10 @@ async def main() -> None:
             for workers in (int(w) for w in args.workers.split(",")):
                 for window in (int(w) for w in args.windows.split(",")):
                     outcome = await run_case(
-                        Case(handler, window, workers), model_path, args.quick, workdir
+                        Case(handler, window, workers, args.concurrency),
+                        model_path,
+                        args.quick,
+                        workdir,
                     )
                     outcomes.append(outcome)
                     print(table([outcome]).splitlines()[-1], flush=True)
