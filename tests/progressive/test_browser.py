@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,40 @@ async def show_more_of_the_draft(bubble: Any) -> None:
         await bubble.page.wait_for_timeout(250)
 
 
+SAMPLE_EVERY_FRAME = """() => {
+    // What the last assistant bubble shows, once per rendered frame.
+    window.frames_seen = [];
+    const tick = () => {
+        const bubbles = document.querySelectorAll('.message.assistant');
+        const el = bubbles[bubbles.length - 1];
+        if (el) {
+            const p = el.querySelector('.preliminary');
+            const r = el.querySelector('.refined');
+            window.frames_seen.push({
+                state: el.dataset.state,
+                draft: p.hidden ? 0 : Number(getComputedStyle(p).opacity) * (p.textContent ? 1 : 0),
+                refined: Number(getComputedStyle(r).opacity) * (r.textContent ? 1 : 0),
+                height: el.getBoundingClientRect().height,
+            });
+        }
+        requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+}"""
+
+
+def assert_no_flash(frames: list[dict[str, Any]]) -> None:
+    """From the draft's first frame to the end: some text is always on screen (no blank
+    frame during the swap) and the bubble never shrinks before the answer is final."""
+    start = next(i for i, f in enumerate(frames) if f["state"] == "preliminary")
+    swapping = [f for f in frames[start:] if f["state"] in ("preliminary", "refining")]
+    assert any(f["state"] == "refining" for f in swapping)  # the swap itself was sampled
+    blank = [(i, f) for i, f in enumerate(frames[start:]) if max(f["draft"], f["refined"]) < 0.45]
+    assert not blank, (blank[:5], len(frames) - start)
+    heights = [f["height"] for f in swapping]
+    assert all(b >= a - 0.5 for a, b in pairwise(heights)), heights
+
+
 async def finish(bubble: Any) -> dict[str, Any]:
     await bubble.and_(bubble.page.locator('[data-state="final"]')).wait_for(timeout=60_000)
     data: dict[str, Any] = await bubble.evaluate(
@@ -118,6 +153,7 @@ async def test_the_page_shows_a_marked_draft_first_then_the_refined_answer(
         page = await browser.new_page(viewport={"width": 900, "height": 640})
         await page.goto(f"{stack.gateway}/chat?model=big")
         await page.locator('body[data-ready="true"]').wait_for()
+        await page.evaluate(SAMPLE_EVERY_FRAME)
 
         bubble = await ask(page, first_question, "sse")
         assert await bubble.locator(".badge").inner_text() == "draft"
@@ -127,6 +163,7 @@ async def test_the_page_shows_a_marked_draft_first_then_the_refined_answer(
         await page.screenshot(path=artifacts / "progressive-chat-first-draft.png")
         release(stack)
         first = await finish(bubble)
+        assert_no_flash(await page.evaluate("window.frames_seen.splice(0)"))
 
         conversation = [{"role": "user", "content": first_question}]
         assert first["refined"] == refined_text(conversation)
@@ -140,6 +177,7 @@ async def test_the_page_shows_a_marked_draft_first_then_the_refined_answer(
         assert await bubble.locator(".refined").text_content() == ""
         release(stack)
         second = await finish(bubble)
+        assert_no_flash(await page.evaluate("window.frames_seen.splice(0)"))
         await page.screenshot(path=artifacts / "progressive-chat-final.png")
         timeline = await page.evaluate("window.nearlineTimeline.map(e => e.type)")
 
