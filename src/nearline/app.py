@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace import Tracer
 
 from nearline import __version__
 from nearline.api import admin, dashboard, health, metrics, openai, pages, ws
@@ -33,7 +34,7 @@ from nearline.telemetry.requestlog import (
     RowSink,
     SqliteSink,
 )
-from nearline.telemetry.tracing import build_tracer_provider, tracer_from
+from nearline.telemetry.tracing import UnexportedTracer, build_tracer_provider, tracer_from
 from nearline.tenancy import KeyRing
 
 
@@ -91,10 +92,13 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
         if settings.cache.semantic.enabled or settings.prefetch.enabled:
             batcher = EmbeddingBatcher(await asyncio.to_thread(load_embedder))
         semantic = await build_semantic_cache(settings, redis_client, batcher)
-        tracer_provider = build_tracer_provider(
-            settings.tracing.service_name, settings.tracing.otlp_endpoint, span_exporter
-        )
-        tracer = tracer_from(tracer_provider)
+        tracer_provider = None
+        tracer: Tracer = UnexportedTracer()
+        if settings.tracing.otlp_endpoint or span_exporter is not None:
+            tracer_provider = build_tracer_provider(
+                settings.tracing.service_name, settings.tracing.otlp_endpoint, span_exporter
+            )
+            tracer = tracer_from(tracer_provider)
         pipeline = ServingPipeline(
             settings.models,
             providers,
@@ -139,7 +143,8 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
                 await provider.aclose()
             if redis_client is not None:
                 await redis_client.aclose()
-            tracer_provider.shutdown()  # flushes the OTLP exporter
+            if tracer_provider is not None:
+                tracer_provider.shutdown()  # flushes the OTLP exporter
 
     app = FastAPI(
         title="nearline",

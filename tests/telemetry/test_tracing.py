@@ -45,7 +45,13 @@ def test_spans_per_stage_with_genai_attributes_and_trace_id_header():
         by_trace.setdefault(format(span.context.trace_id, "032x"), []).append(span)
     first = {s.name: s for s in by_trace[miss.headers["x-nearline-trace-id"]]}
     second = {s.name: s for s in by_trace[hit.headers["x-nearline-trace-id"]]}
-    assert set(first) == {"POST /v1/chat/completions", "auth", "cache.exact", "chat mock-1"}
+    assert set(first) == {
+        "POST /v1/chat/completions",
+        "auth",
+        "cache.exact",
+        "cache.semantic",
+        "chat mock-1",
+    }
     assert set(second) == {"POST /v1/chat/completions", "auth", "cache.exact", "stream"}
     provider = first["chat mock-1"]
     assert provider.attributes["gen_ai.operation.name"] == "chat"

@@ -186,7 +186,9 @@ class RequestLog:
         buffer_rows: int,
         batch_rows: int = 200,
         retention_days: float | None = None,
+        linger_s: float = 0.2,
     ) -> None:
+        self._linger_s = linger_s
         self._sink = sink
         self._buffer: asyncio.Queue[RequestRecord] = asyncio.Queue(maxsize=buffer_rows)
         self._batch_rows = batch_rows
@@ -231,8 +233,13 @@ class RequestLog:
     async def _drain_forever(self) -> None:
         last_retention = time.monotonic()
         while True:
-            rows = self._take_batch([await self._buffer.get()])
-            await self._write(rows)
+            first = await self._buffer.get()
+            self._writing = True  # holding rows outside the buffer: close() must wait for them
+            try:
+                await asyncio.sleep(self._linger_s)  # gather a batch: one transaction, not many
+                await self._write(self._take_batch([first]))
+            finally:
+                self._writing = False
             if time.monotonic() - last_retention > 3600:
                 await self._apply_retention()
                 last_retention = time.monotonic()
@@ -243,15 +250,12 @@ class RequestLog:
         return rows
 
     async def _write(self, rows: list[RequestRecord]) -> None:
-        self._writing = True
         try:
             await self._sink.write(rows)
             self.written += len(rows)
         except (sqlite3.Error, psycopg.Error) as exc:
             self.dropped += len(rows)
             log.warning("request log: %d rows not written: %s", len(rows), exc)
-        finally:
-            self._writing = False
 
     async def _apply_retention(self) -> None:
         if self._retention_s is None:

@@ -8,13 +8,26 @@ Each app owns its ``TracerProvider`` — no global state.
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    NoOpTracer,
+    Span,
+    SpanContext,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+    get_current_span,
+)
 
 from nearline import __version__
 from nearline.serving.events import Done, ErrorEvent, Event, Usage
@@ -41,6 +54,27 @@ def build_tracer_provider(
 
 def tracer_from(provider: TracerProvider) -> Tracer:
     return provider.get_tracer("nearline", __version__)
+
+
+class UnexportedTracer(NoOpTracer):
+    """For when no span will leave the process: nothing is recorded (building SDK spans cost
+    ~15 % of the gateway's CPU per request), but every root span still carries a fresh,
+    valid trace id for the ``x-nearline-trace-id`` header and the logs."""
+
+    def start_span(
+        self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
+    ) -> Span:
+        parent = get_current_span(context) if context is not None else None
+        if parent is not None and parent.get_span_context().is_valid:
+            return NonRecordingSpan(parent.get_span_context())
+        return NonRecordingSpan(
+            SpanContext(
+                trace_id=random.getrandbits(128) or 1,
+                span_id=random.getrandbits(64) or 1,
+                is_remote=False,
+                trace_flags=TraceFlags(TraceFlags.DEFAULT),
+            )
+        )
 
 
 def trace_id_hex(span: Span) -> str:
