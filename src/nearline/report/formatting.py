@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 def duration(ms: float | None) -> str:
     if ms is None:
         return "—"
+    if ms < 1:
+        return "< 1 ms"
     if ms < 1000:
         return f"{ms:.0f} ms"
     if ms < 60_000:
