@@ -21,7 +21,8 @@ def add_commands(commands: Any) -> None:
     parser = commands.add_parser(
         "report",
         help="perception bands, where the time goes, savings, abandonment, slow paths",
-        description=__doc__,
+        description="One page of what users felt, from the gateway's request log "
+        "(request_log in the settings, or --sqlite / --postgres). See docs/report.md.",
     )
     parser.add_argument(
         "--config", type=Path, help="settings file whose request_log section names the log"
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
         args.html.write_text(render_html(report, location.describe()), encoding="utf-8")
     if args.json:
-        print(json.dumps(to_json(report), indent=2))
+        print(json.dumps(to_json(report), indent=2, ensure_ascii=False))
     else:
         from nearline.report.text import render_text
 
