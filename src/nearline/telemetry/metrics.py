@@ -35,7 +35,8 @@ class GatewayMetrics:
         )
         self.total_latency = Histogram(
             "nearline_request_duration_seconds",
-            "From request received to the answer's end.",
+            "From request received to the final answer's end, by path (source = what gave the "
+            "first useful content: a preliminary's source, or the answer's own).",
             ["model", "source"],
             buckets=PERCEPTION_BUCKETS,
             registry=r,

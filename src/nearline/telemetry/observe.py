@@ -53,6 +53,7 @@ class _Observation:
         self.received_at = received_at
         self.price = price
         self.first_useful: float | None = None
+        self.path = source  # what gave the first useful content: a preliminary's source or this
         self.first_token: float | None = None
         self.outcome = "abandoned"
         self.error_code: str | None = None
@@ -67,8 +68,8 @@ class _Observation:
         m = self.metrics
         if self.first_useful is None and isinstance(event, Delta | Preliminary):
             self.first_useful = now
-            path = event.source if isinstance(event, Preliminary) else self.source
-            m.time_to_first_useful.labels(model=self.model, source=path).observe(
+            self.path = event.source if isinstance(event, Preliminary) else self.source
+            m.time_to_first_useful.labels(model=self.model, source=self.path).observe(
                 now - self.received_at
             )
             m.observe_perception(now - self.received_at)
@@ -83,7 +84,9 @@ class _Observation:
             self._see_usage(event, now)
         elif isinstance(event, Done):
             self.outcome = "ok"
-            m.total_latency.labels(**self.labels).observe(now - self.received_at)
+            m.total_latency.labels(model=self.model, source=self.path).observe(
+                now - self.received_at
+            )
             m.requests.labels(**self.labels, outcome="ok").inc()
         elif isinstance(event, ErrorEvent):
             self.outcome = "error"
