@@ -78,6 +78,7 @@ class Outcome:
     latency_samples: int
     handler_ms: float  # mean time in the handler per batch, during the latency phase
     mean_batch: float  # mean entries per handler call, during the latency phase
+    batch_ms: float  # mean time from batch in hand to acknowledged (handler + publish + ack)
 
 
 def events_for(handler: str, count: int) -> list[dict[str, Any]]:
@@ -152,9 +153,10 @@ def start_workers(config_path: Path, ports: list[int]) -> list[subprocess.Popen[
     ]
 
 
-async def handler_totals(ports: list[int]) -> tuple[float, float, float]:
-    """Summed over the workers: seconds in the handler, handler calls, entries handled."""
-    seconds = calls = entries = 0.0
+async def handler_totals(ports: list[int]) -> tuple[float, float, float, float, float]:
+    """Summed over the workers: seconds in the handler, handler calls, entries handled,
+    seconds from batch in hand to acknowledged, batches acknowledged."""
+    seconds = calls = entries = batch_seconds = batches = 0.0
     async with httpx.AsyncClient(timeout=10) as client:
         for port in ports:
             text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
@@ -165,7 +167,11 @@ async def handler_totals(ports: list[int]) -> tuple[float, float, float]:
                     calls += float(line.split()[-1])
                 elif line.startswith("nearline_worker_batch_size_sum"):
                     entries += float(line.split()[-1])
-    return seconds, calls, entries
+                elif line.startswith("nearline_worker_batch_seconds_sum"):
+                    batch_seconds += float(line.split()[-1])
+                elif line.startswith("nearline_worker_batch_seconds_count"):
+                    batches += float(line.split()[-1])
+    return seconds, calls, entries, batch_seconds, batches
 
 
 def wait_ready(processes: list[subprocess.Popen[bytes]], timeout_s: float = 120) -> None:
@@ -292,20 +298,22 @@ async def run_case(case: Case, model_path: Path, quick: bool, workdir: Path) -> 
         len(measured),
         handler_ms=1000 * (after[0] - before[0]) / calls,
         mean_batch=(after[2] - before[2]) / calls,
+        batch_ms=1000 * (after[3] - before[3]) / max(after[4] - before[4], 1.0),
     )
 
 
 def table(outcomes: list[Outcome]) -> str:
     lines = [
         "| handler | workers | window ms | max batch | capacity events/s | offered events/s "
-        "| e2e p50 ms | e2e p99 ms | samples | mean batch | handler ms/batch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| e2e p50 ms | e2e p99 ms | samples | mean batch | handler ms/batch | batch→ack ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for o in outcomes:
         lines.append(
             f"| {o.case.handler} | {o.case.workers} | {o.case.window_ms} | {o.case.max_batch} "
             f"| {o.capacity_per_s:,.0f} | {o.offered_per_s:,.0f} | {o.p50_ms:.0f} "
-            f"| {o.p99_ms:.0f} | {o.latency_samples} | {o.mean_batch:.1f} | {o.handler_ms:.1f} |"
+            f"| {o.p99_ms:.0f} | {o.latency_samples} | {o.mean_batch:.1f} | {o.handler_ms:.1f} "
+            f"| {o.batch_ms:.1f} |"
         )
     return "\n".join(lines)
 

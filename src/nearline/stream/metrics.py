@@ -66,6 +66,13 @@ class WorkerMetrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.batch_seconds = Histogram(
+            "nearline_worker_batch_seconds",
+            "From a batch in hand to its acknowledgement: handler, results, dead letters, ack",
+            ["pipeline"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
         self.end_to_end_seconds = Histogram(
             "nearline_worker_end_to_end_seconds",
             "From an entry's publication to its result's publication",

@@ -129,6 +129,7 @@ class Worker:
             await consumer.close()
 
     async def _process(self, consumer: Consumer, pipeline: Pipeline, batch: list[Entry]) -> None:
+        started = time.perf_counter()
         outcome = await handle_batch(pipeline, batch, self.metrics)
         if pipeline.results is not None and outcome.results:
             await publish_patiently(
@@ -141,6 +142,7 @@ class Worker:
         await consumer.ack(outcome.done)
         if outcome.retry:
             await consumer.retry(outcome.retry)
+        self.metrics.batch_seconds.labels(pipeline.name).observe(time.perf_counter() - started)
         now_ms = time.time() * 1000
         handled = outcome.latency_entries
         # observing a histogram costs microseconds: a big batch is sampled, evenly
