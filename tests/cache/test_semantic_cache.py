@@ -143,3 +143,26 @@ async def test_store_embedded_imports_vectors_without_the_model(
     assert match.entry_id == entry_id
     with pytest.raises(ValueError, match="shape"):
         await cache.store_embedded(PARIS, [("q", vector[:10], b"x")], ttl_s=60)
+
+
+async def test_max_entries_evicts_the_oldest(batcher: EmbeddingBatcher) -> None:
+    async with SemanticCache(batcher, max_entries=2) as cache:
+        first = await cache.store(PARIS, "What is the capital of France?", b"1", ttl_s=60)
+        await cache.store(PARIS, "Why is the sky blue?", b"2", ttl_s=60)
+        await cache.store(PARIS, "How do magnets work?", b"3", ttl_s=60)
+
+        assert len(cache) == 2
+        assert await cache.lookup(PARIS, "What is the capital of France?") is None
+        assert not await cache.delete(first)  # already gone from the store too
+        assert await cache.lookup(PARIS, "How do magnets work?") is not None
+
+
+async def test_the_sweep_drops_expired_entries_from_index_and_store(
+    batcher: EmbeddingBatcher,
+) -> None:
+    async with SemanticCache(batcher, sweep_interval_s=0.05) as cache:
+        entry_id = await cache.store(PARIS, "What is the capital of France?", b"1", ttl_s=0.1)
+        await asyncio.sleep(0.3)
+
+        assert len(cache) == 0
+        assert not await cache.delete(entry_id)

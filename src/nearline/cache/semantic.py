@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -102,6 +103,7 @@ class SemanticCache:
         follow_block_ms: int = 250,
         sweep_interval_s: float = 30.0,
         hnsw_threshold: int = 2048,
+        max_entries: int | None = None,
     ) -> None:
         self._batcher = batcher
         self._store: SemanticStore = store or MemoryStore()
@@ -117,6 +119,7 @@ class SemanticCache:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nearline-ann")
         self._follower: asyncio.Task[None] | None = None
         self._closing = False
+        self._max_entries = max_entries
         self._ready = asyncio.Event()
         self._lookups = self._hits = self._near = self._rejections = self._applied = 0
 
@@ -226,6 +229,7 @@ class SemanticCache:
         )
         await self._store.put(entry, payload)
         await self._in_index_thread(self._apply_adds, [entry])
+        await self._evict_over_bound()
         return entry.entry_id
 
     async def store_embedded(
@@ -391,7 +395,18 @@ class SemanticCache:
     async def _sweep_expired(self) -> None:
         now = time.time()
         expired = [key for key, entry in list(self._catalog.items()) if entry.expires_at <= now]
+        if expired and not self._store.shared:  # Redis expires its own copies
+            await self._store.delete(expired)
         await self._forget(expired)
+
+    async def _evict_over_bound(self) -> None:
+        """Keep at most ``max_entries``: the oldest stored entries go first."""
+        if self._max_entries is None or len(self._catalog) <= self._max_entries:
+            return
+        excess = len(self._catalog) - self._max_entries
+        oldest = list(itertools.islice(iter(list(self._catalog)), excess))
+        await self._store.delete(oldest)
+        await self._forget(oldest)
 
     async def _sweep_forever(self) -> None:
         while not self._closing:
