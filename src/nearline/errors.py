@@ -33,6 +33,7 @@ class NearlineError(Exception):
             self.code = code
         self.retry_after_s = retry_after_s
         self.extra_headers: dict[str, str] = {}
+        self.counted = False  # already counted in the error metrics
 
     def body(self) -> dict[str, Any]:
         return {

@@ -50,6 +50,8 @@ def test_upstream_5xx_becomes_502():
             response = _ask(url, stream)
             assert response.status_code == 502
             assert response.json()["error"]["code"] == "upstream_error"
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        assert 'nearline_upstream_errors_total{code="upstream_error",model="m"} 2.0' in metrics
 
 
 def test_upstream_429_is_passed_on_with_retry_after():

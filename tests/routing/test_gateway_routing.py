@@ -26,7 +26,7 @@ def gateway_settings(up: dict[str, MockUpstream], order: list[str], **tier: Any)
     return load_settings(
         providers=provider_settings(up, read_timeout_s=30),
         models={"chat": {"provider": "frontier"}},
-        cache={"exact": {"enabled": False}},  # every request reaches the tier
+        cache={"exact": {"enabled": False}, "semantic": {"enabled": False}},  # all reach the tier
         routing={
             "tiers": {
                 "frontier": {
@@ -108,7 +108,7 @@ def test_a_model_backed_by_a_cascade_escalates_behind_the_openai_sdk():
         settings = load_settings(
             providers=provider_settings(up),
             models={"auto": {"provider": "auto"}},
-            cache={"exact": {"enabled": False}},
+            cache={"exact": {"enabled": False}, "semantic": {"enabled": False}},
             routing={
                 "tiers": {
                     "light": {"deployments": [{"provider": "cheap", "upstream_model": "s"}]},

@@ -21,7 +21,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(_: Request, exc: Exception) -> JSONBody:
         assert isinstance(exc, StarletteHTTPException)
-        error = NearlineError(str(exc.detail), code=None)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        error = NearlineError(str(exc.detail), code=code)
         error.status_code = exc.status_code
         error.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return error_response(error)

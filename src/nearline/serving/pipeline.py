@@ -180,9 +180,10 @@ class ServingPipeline:
                 call, client_directive or CacheDirective(), received_at, trace_parent, progressive
             )
         except NearlineError as error:
-            self._metrics.upstream_errors.labels(
-                model=call.request.model, code=error.code or ""
-            ).inc()
+            if not error.counted:  # an error event was already counted as it passed
+                self._metrics.upstream_errors.labels(
+                    model=call.request.model, code=error.code or ""
+                ).inc()
             raise
 
     def _observed(
@@ -464,6 +465,7 @@ async def _started(events: AsyncGenerator[Event, None], source: str) -> Answer:
         raise UpstreamError("the provider produced no answer") from exc
     if isinstance(first, ErrorEvent):
         await events.aclose()
+        first.error.counted = True  # the observed stream counted it
         raise first.error
     return Answer(first=first, rest=events, source=source)
 
