@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+DEFAULT_MODEL_PATH = Path.home() / ".cache" / "nearline" / "fraud-model.joblib"
+
 
 def add_fraud_command(demos: Any) -> None:
     fraud = demos.add_parser(
@@ -31,8 +33,9 @@ def add_fraud_command(demos: Any) -> None:
     fraud.add_argument(
         "--model",
         type=Path,
-        default=Path("fraud-model.joblib"),
-        help="model file: trained and saved here when missing, loaded otherwise",
+        default=DEFAULT_MODEL_PATH,
+        help="model file: trained and saved here when missing, loaded otherwise "
+        "(default ~/.cache/nearline/fraud-model.joblib)",
     )
     fraud.add_argument("--host", default="127.0.0.1")
     fraud.add_argument("--port", type=int, default=8090, help="live page port (0: no page)")

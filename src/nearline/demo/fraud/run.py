@@ -42,7 +42,7 @@ class DemoOptions:
     duration_s: float | None = None
     window_ms: int = 100
     max_batch: int = 1000
-    model_path: Path = Path("fraud-model.joblib")
+    model_path: Path = Path.home() / ".cache" / "nearline" / "fraud-model.joblib"
     redis_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8090
