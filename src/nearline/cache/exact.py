@@ -19,20 +19,6 @@ from nearline.cache.exact_store import EntryKey, ExactStore
 from nearline.cache.recording import RecordedAnswer
 from nearline.providers.base import ProviderCall
 
-_ANSWER_CHANGING_FIELDS = {
-    "tools",
-    "tool_choice",
-    "response_format",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-}
-
 
 def exact_key(call: ProviderCall, provider: str) -> EntryKey:
     request = call.request
@@ -42,7 +28,7 @@ def exact_key(call: ProviderCall, provider: str) -> EntryKey:
         "provider": provider,
         "upstream_model": call.upstream_model,
         "messages": [[m.role, m.name, m.text] for m in request.messages],
-        "params": request.model_dump(include=_ANSWER_CHANGING_FIELDS, exclude_none=True),
+        "params": request.answer_changing_params(),
     }
     digest = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return EntryKey(tenant=call.tenant, model=request.model, digest=digest)

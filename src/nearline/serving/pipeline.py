@@ -22,7 +22,7 @@ from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
 from nearline.cache import policy
 from nearline.cache.exact import ExactCache, exact_key
 from nearline.cache.exact_store import EntryKey
-from nearline.cache.partition import ANSWER_CHANGING_PARAMS, SemanticKey, Turn, semantic_key
+from nearline.cache.partition import SemanticKey, Turn, semantic_key
 from nearline.cache.policy import CacheDirective
 from nearline.cache.recording import RecordedAnswer, recorded, replay
 from nearline.cache.semantic import SemanticCache, SemanticMatch
@@ -330,7 +330,7 @@ class ServingPipeline:
             return None
         request = call.request
         turns = [Turn(m.role, m.text) for m in request.messages]
-        params = request.model_dump(include=set(ANSWER_CHANGING_PARAMS), exclude_none=True)
+        params = request.answer_changing_params()
         key = semantic_key(call.tenant, request.model, turns, params)
         if key is None:
             return None

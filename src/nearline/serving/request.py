@@ -15,6 +15,24 @@ from nearline.errors import UnsupportedParameter
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
+ANSWER_CHANGING_FIELDS = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "response_format",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    }
+)
+"""Request fields, besides model and messages, that change the answer: every cache key
+includes them; the stream flag, ``stream_options``, ``user`` and nearline's options not."""
+
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -87,6 +105,10 @@ class ChatRequest(BaseModel):
                 "only response_format {'type': 'text'} is supported", param="response_format"
             )
         return self
+
+    def answer_changing_params(self) -> dict[str, Any]:
+        """The set :data:`ANSWER_CHANGING_FIELDS`, as sent (unset ones left out)."""
+        return self.model_dump(include=set(ANSWER_CHANGING_FIELDS), exclude_none=True)
 
     @property
     def include_usage(self) -> bool:
