@@ -1,9 +1,11 @@
 """The learned router at serving time: embedding -> probability that the strong tier is needed.
 
-The shipped file (``data/learned_router.json``, written by ``nearline train-router``) holds a
-logistic regression over the local sentence embedding: 384 weights and a bias, plus operating
-points calibrated on cross-validated training scores. Serving needs only numpy and the
-embedder; no scikit-learn.
+The shipped file (``data/learned_router.json``, written by ``nearline train-router``) holds two
+logistic regressions over the local sentence embedding, one predicting that the strong model
+answers correctly and one that the weak model does; their difference is the expected quality
+gained by routing to the strong tier. A calibration (slope and intercept) turns that gain into
+the probability that the strong tier is *needed* — strong right, weak wrong — without
+changing the order of prompts. Serving needs numpy and the embedder; no scikit-learn.
 """
 
 from __future__ import annotations
@@ -20,36 +22,46 @@ import numpy.typing as npt
 
 from nearline.embed import Embedder, load_embedder
 
-ROUTER_FORMAT = "nearline-learned-router/1"
+ROUTER_FORMAT = "nearline-learned-router/2"
 DEFAULT_ROUTER_PATH = Path(__file__).parent / "data" / "learned_router.json"
 DEFAULT_OPERATING_POINT = "recover_80_percent"
+
+Floats = npt.NDArray[np.float64]
 
 
 class RouterFileError(Exception):
     """The router file is missing, malformed, or made for another embedding model."""
 
 
+def sigmoid(z: Floats) -> Floats:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0))), dtype=np.float64)
+
+
 @dataclass(frozen=True, slots=True)
 class RouterFile:
     embedding_model: str
-    weights: tuple[float, ...]
-    bias: float
-    label: str
+    strong_weights: tuple[float, ...]  # P(strong model right | embedding)
+    strong_bias: float
+    weak_weights: tuple[float, ...]  # P(weak model right | embedding)
+    weak_bias: float
+    calibration: tuple[float, float]  # slope, intercept: gain -> P(strong needed)
     l2: float
     thresholds: Mapping[str, float]  # operating point -> probability threshold
-    score_quantiles: tuple[float, ...]  # 0 %, 1 %, ..., 100 % of cross-validated scores
+    score_quantiles: tuple[float, ...]  # 0 %, 1 %, ..., 100 % of cross-validated probabilities
     training: Mapping[str, Any] = field(default_factory=dict)  # provenance, for people
 
     def to_json(self) -> str:
         body = {
             "format": ROUTER_FORMAT,
             "embedding_model": self.embedding_model,
-            "label": self.label,
+            "strong_weights": _rounded(self.strong_weights),
+            "strong_bias": _round(self.strong_bias),
+            "weak_weights": _rounded(self.weak_weights),
+            "weak_bias": _round(self.weak_bias),
+            "calibration": _rounded(self.calibration),
             "l2": self.l2,
-            "bias": _round(self.bias),
-            "weights": [_round(w) for w in self.weights],
             "thresholds": {name: _round(t) for name, t in sorted(self.thresholds.items())},
-            "score_quantiles": [_round(q) for q in self.score_quantiles],
+            "score_quantiles": _rounded(self.score_quantiles),
             "training": dict(self.training),
         }
         return json.dumps(body, indent=1, sort_keys=True) + "\n"
@@ -60,11 +72,14 @@ class RouterFile:
             body = json.loads(text)
             if body.get("format") != ROUTER_FORMAT:
                 raise RouterFileError(f"{origin}: not a {ROUTER_FORMAT} file")
-            return cls(
+            slope, intercept = (float(v) for v in body["calibration"])
+            spec = cls(
                 embedding_model=str(body["embedding_model"]),
-                weights=tuple(float(w) for w in body["weights"]),
-                bias=float(body["bias"]),
-                label=str(body["label"]),
+                strong_weights=tuple(float(w) for w in body["strong_weights"]),
+                strong_bias=float(body["strong_bias"]),
+                weak_weights=tuple(float(w) for w in body["weak_weights"]),
+                weak_bias=float(body["weak_bias"]),
+                calibration=(slope, intercept),
                 l2=float(body["l2"]),
                 thresholds={str(k): float(v) for k, v in body["thresholds"].items()},
                 score_quantiles=tuple(float(q) for q in body["score_quantiles"]),
@@ -72,6 +87,9 @@ class RouterFile:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RouterFileError(f"{origin}: {exc!r}") from exc
+        if len(spec.strong_weights) != len(spec.weak_weights):
+            raise RouterFileError(f"{origin}: the two models have different dimensions")
+        return spec
 
 
 class LearnedRouter:
@@ -83,7 +101,8 @@ class LearnedRouter:
 
     def __init__(self, spec: RouterFile, embedder: Embedder | None = None) -> None:
         self.spec = spec
-        self._weights = np.asarray(spec.weights, dtype=np.float64)
+        self._strong = np.asarray(spec.strong_weights, dtype=np.float64)
+        self._weak = np.asarray(spec.weak_weights, dtype=np.float64)
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         if embedder is not None:
@@ -100,15 +119,20 @@ class LearnedRouter:
 
     @property
     def dim(self) -> int:
-        return len(self._weights)
+        return len(self._strong)
 
-    def strong_probabilities(self, embeddings: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Probabilities for a ``(n, dim)`` matrix of L2-normalised embeddings."""
+    def expected_gains(self, embeddings: npt.ArrayLike) -> Floats:
+        """P(strong right) - P(weak right) for a ``(n, dim)`` matrix of embeddings."""
         matrix = np.asarray(embeddings, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != self.dim:
             raise ValueError(f"expected embeddings of shape (n, {self.dim}), got {matrix.shape}")
-        logits = np.clip(matrix @ self._weights + self.spec.bias, -40.0, 40.0)
-        return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
+        strong = sigmoid(matrix @ self._strong + self.spec.strong_bias)
+        return strong - sigmoid(matrix @ self._weak + self.spec.weak_bias)
+
+    def strong_probabilities(self, embeddings: npt.ArrayLike) -> Floats:
+        """P(strong tier needed) for a ``(n, dim)`` matrix of L2-normalised embeddings."""
+        slope, intercept = self.spec.calibration
+        return sigmoid(slope * self.expected_gains(embeddings) + intercept)
 
     def strong_probability(self, query: str | npt.ArrayLike) -> float:
         """Probability that only the strong tier answers ``query`` (a text or its embedding)."""
@@ -137,9 +161,10 @@ class LearnedRouter:
 
 
 def _check_embedder(spec: RouterFile, embedder: Embedder) -> None:
-    if embedder.name != spec.embedding_model or embedder.dim != len(spec.weights):
+    dim = len(spec.strong_weights)
+    if embedder.name != spec.embedding_model or embedder.dim != dim:
         raise RouterFileError(
-            f"the router was trained on {spec.embedding_model} ({len(spec.weights)} dims), "
+            f"the router was trained on {spec.embedding_model} ({dim} dims), "
             f"not {embedder.name} ({embedder.dim} dims)"
         )
 
@@ -147,3 +172,7 @@ def _check_embedder(spec: RouterFile, embedder: Embedder) -> None:
 def _round(value: float) -> float:
     """Six significant digits: small diffs between runs, and far below what changes a route."""
     return float(f"{value:.6g}")
+
+
+def _rounded(values: Sequence[float]) -> list[float]:
+    return [_round(value) for value in values]

@@ -14,14 +14,21 @@ from pathlib import Path
 import numpy as np
 
 from nearline.embed import Embedder, Vectors
-from nearline.routing.dataset import BENCHMARKS, RoutingExample, load_examples, split
+from nearline.routing.dataset import (
+    BENCHMARKS,
+    STRONG_MODEL,
+    WEAK_MODEL,
+    RoutingExample,
+    load_examples,
+    split,
+)
 from nearline.routing.embedding_cache import cached_embeddings, prompts_key
 from nearline.routing.evaluation import Flags, RouterResult, Scores, evaluate
 from nearline.routing.learned import LearnedRouter, RouterFile
 from nearline.routing.training import train
 
 RANDOM_SEEDS = 20
-LEARNED = "learned (embedding + logistic)"
+LEARNED = "learned (embedding, 2 x logistic)"
 OPERATING_POINTS = ("recover_50_percent", "recover_80_percent")
 
 
@@ -45,11 +52,14 @@ def build_router(data_dir: Path, embedder: Embedder, cache_dir: Path) -> Trained
     in_train = np.array([example.split == "train" for example in examples])
     train_examples, test_examples = split(examples)
     result = train(train_examples, embeddings[in_train])
+    model = result.model
     spec = RouterFile(
         embedding_model=embedder.name,
-        weights=tuple(float(w) for w in result.model.weights),
-        bias=result.model.bias,
-        label="strong_needed: the strong model is right and the weak one wrong",
+        strong_weights=tuple(float(w) for w in model.strong.weights),
+        strong_bias=model.strong.bias,
+        weak_weights=tuple(float(w) for w in model.weak.weights),
+        weak_bias=model.weak.bias,
+        calibration=(float(result.calibration.weights[0]), result.calibration.bias),
         l2=result.l2,
         thresholds=_operating_points(train_examples, result.out_of_fold),
         score_quantiles=tuple(
@@ -62,8 +72,8 @@ def build_router(data_dir: Path, embedder: Embedder, cache_dir: Path) -> Trained
             "cv_apgr_mmlu_by_l2": {
                 f"{l2:g}": round(apgr, 4) for l2, apgr in result.cv_apgr.items()
             },
-            "strong_model": "gpt-4-1106-preview",
-            "weak_model": "mistralai/Mixtral-8x7B-Instruct-v0.1",
+            "strong_model": STRONG_MODEL,
+            "weak_model": WEAK_MODEL,
         },
     )
     router = LearnedRouter(spec)
@@ -129,14 +139,14 @@ def _operating_points(examples: Sequence[RoutingExample], scores: Scores) -> dic
 
 def render_report(rows: Sequence[ReportRow]) -> str:
     header = (
-        f"{'benchmark':<9}  {'router':<31}  {'test n':>6}  {'APGR':>6}  "
+        f"{'benchmark':<9}  {'router':<33}  {'test n':>6}  {'APGR':>6}  "
         f"{'strong calls for 50 %':>21}  {'for 80 %':>8}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         r = row.result
         lines.append(
-            f"{row.benchmark:<9}  {row.router:<31}  {row.questions:>6}  {r.apgr:>6.3f}  "
+            f"{row.benchmark:<9}  {row.router:<33}  {row.questions:>6}  {r.apgr:>6.3f}  "
             f"{_share(r.strong_share_for_50):>21}  {_share(r.strong_share_for_80):>8}"
         )
     accuracy = {row.benchmark: row.result for row in rows}
