@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nearline.embed import load_embedder
 from nearline.routing.learned import (
     DEFAULT_ROUTER_PATH,
     LearnedRouter,
@@ -125,3 +126,12 @@ def test_build_router_end_to_end_on_a_toy_data_set(tmp_path: Path) -> None:
     assert "strong model" in text
     again = build_router(data, KeywordEmbedder(), tmp_path / "cache")
     assert again.spec.to_json() == trained.spec.to_json()  # deterministic
+
+
+def test_the_shipped_router_accepts_the_default_embedder() -> None:
+    router = LearnedRouter.load(embedder=load_embedder())  # refuses a mismatched model
+    probabilities = [
+        router.strong_probability("What is the capital of France?"),
+        router.strong_probability("Find the order of the factor group Z_6/<3>.\nA. 2\nB. 3"),
+    ]
+    assert all(0.0 < p < 1.0 for p in probabilities)
