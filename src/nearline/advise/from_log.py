@@ -27,14 +27,13 @@ def profile_from_log(
     delay_cost_per_second_usd: float = 0.0,
 ) -> Profile:
     if base is None:
-        base = parse_profile(
+        return parse_profile(
             {
                 "name": name,
                 "paths": [_new_path(m, delay_cost_per_second_usd) for m in measurements.values()],
             },
             origin="request log",
         )
-        return base
     known = {path.name for path in base.paths}
     updated = [
         _measured(path, measurements[path.name]) if path.name in measurements else path
