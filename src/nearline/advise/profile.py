@@ -203,14 +203,14 @@ class Profile(_Strict):
         try:
             return Profile.model_validate({**self.model_dump(), **changes})
         except ValidationError as exc:
-            raise ProfileError(_describe(exc)) from exc
+            raise ProfileError(describe(exc)) from exc
 
 
 def parse_profile(data: Any, *, origin: str = "profile") -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(f"{origin}: {_describe(exc)}") from exc
+        raise ProfileError(f"{origin}: {describe(exc)}") from exc
 
 
 def load_profile(path: Path) -> Profile:
@@ -223,7 +223,8 @@ def load_profile(path: Path) -> Profile:
     return parse_profile(data, origin=str(path))
 
 
-def _describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError) -> str:
+    """Pydantic's errors as ``key.path: message; ...`` for a person to act on."""
     return "; ".join(
         f"{'.'.join(str(part) for part in error['loc']) or '(top)'}: {error['msg']}"
         for error in exc.errors()

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from nearline.advise.latency import Latency
+from nearline.advise.profile import describe
 
 # What the gateway's ``source`` calls an answer that was not computed for this request.
 STORE_SOURCES = frozenset(
@@ -76,11 +77,7 @@ class JsonlRequestLog:
         try:
             record = _RECORD.validate_json(line)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(line)'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise RequestLogError(f"{self.path}:{number}: {problems}") from exc
+            raise RequestLogError(f"{self.path}:{number}: {describe(exc)}") from exc
         if record.started_at.tzinfo is None:
             raise RequestLogError(f"{self.path}:{number}: started_at needs a timezone")
         return record
