@@ -49,7 +49,7 @@ def raw_run(llm: object, formatter: object, run: int) -> tuple[float, float]:
         prompt=tokens,
         max_tokens=MAX_TOKENS,
         temperature=0.0,
-        stop=[rendered.stop] if rendered.stop else [],
+        stop=rendered.stop if isinstance(rendered.stop, list) else [s for s in [rendered.stop] if s],
         stream=True,
     ):
         if chunk["choices"][0]["text"]:
