@@ -42,6 +42,9 @@ def raw_run(llm: object, formatter: object, run: int) -> tuple[float, float]:
     tokens = llm.tokenize(
         rendered.prompt.encode(), add_bos=not rendered.added_special, special=True
     )
+    stop = rendered.stop if isinstance(rendered.stop, list) else []
+    if isinstance(rendered.stop, str):
+        stop = [rendered.stop]
     start = time.perf_counter()
     first = None
     count = 0
@@ -49,7 +52,7 @@ def raw_run(llm: object, formatter: object, run: int) -> tuple[float, float]:
         prompt=tokens,
         max_tokens=MAX_TOKENS,
         temperature=0.0,
-        stop=rendered.stop if isinstance(rendered.stop, list) else [s for s in [rendered.stop] if s],
+        stop=stop,
         stream=True,
     ):
         if chunk["choices"][0]["text"]:
