@@ -49,7 +49,7 @@ class EmbeddingBatcher:
         embedder: Embedder,
         *,
         max_batch: int = 32,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.001,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
