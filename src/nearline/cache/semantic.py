@@ -27,7 +27,7 @@ from typing import Literal, ParamSpec, TypeVar
 
 import numpy as np
 
-from nearline.cache.ann_index import Neighbour, PartitionedIndex
+from nearline.cache.ann_index import PartitionedIndex
 from nearline.cache.guard import GuardVerdict, NearMissGuard
 from nearline.cache.partition import parse_partition
 from nearline.cache.semantic_snapshot import Catalog, CatalogEntry, read_snapshot, write_snapshot
@@ -147,8 +147,9 @@ class SemanticCache:
             await self.wait_ready()
 
     async def wait_ready(self) -> None:
+        if self._follower is None:
+            raise RuntimeError("call start() before wait_ready()")
         ready = asyncio.create_task(self._ready.wait())
-        assert self._follower is not None, "start() first"
         done, _ = await asyncio.wait({ready, self._follower}, return_when="FIRST_COMPLETED")
         if ready not in done:
             ready.cancel()
@@ -170,7 +171,7 @@ class SemanticCache:
             self._follower = None
         if save_snapshot and self._store.shared and self._snapshot_dir is not None:
             await self.save_snapshot()
-        self._thread.shutdown(wait=True)
+        await asyncio.to_thread(self._thread.shutdown, wait=True)  # not on the event loop
         await self._store.aclose()
 
     async def _stop_follower(self, follower: asyncio.Task[None]) -> None:
@@ -428,7 +429,6 @@ def _partition_matches(partition: str, tenant: str | None, model: str | None) ->
 
 __all__ = [
     "Band",
-    "Neighbour",
     "SemanticCache",
     "SemanticMatch",
     "SemanticStats",
