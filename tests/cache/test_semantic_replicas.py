@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from nearline.cache.partition import partition_key
 from nearline.cache.semantic import SemanticCache
-from nearline.cache.semantic_store import RedisStore
+from nearline.cache.semantic_store import RedisStore, SemanticStoreUnavailable
 from nearline.embed import EmbeddingBatcher
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -28,7 +28,7 @@ PARTITION = partition_key("acme", "m1")
 REPLICA = """
 import asyncio, json, sys, time
 from nearline.cache.semantic import SemanticCache
-from nearline.cache.semantic_store import RedisStore
+from nearline.cache.semantic_store import RedisStore, SemanticStoreUnavailable
 from nearline.embed import EmbeddingBatcher, load_embedder
 
 async def main() -> None:
@@ -265,3 +265,21 @@ async def test_a_damaged_snapshot_is_ignored_and_the_replica_rescans(
 
     assert match is not None
     assert match.payload == b"Paris"
+
+
+async def test_an_unreachable_redis_is_a_typed_error_and_a_lookup_miss(
+    batcher: EmbeddingBatcher, namespace: str
+) -> None:
+    async with redis_cache(batcher, namespace) as cache:
+        await cache.store(PARTITION, "What is the capital of France?", b"Paris", 60)
+        down = RedisStore.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+        with pytest.raises(SemanticStoreUnavailable):
+            await down.payload(1)
+        working, cache._store = cache._store, down  # the same cache, its Redis gone
+        try:
+            assert await cache.lookup(PARTITION, "What is the capital of France?") is None
+            with pytest.raises(SemanticStoreUnavailable):
+                await cache.store(PARTITION, "Why is the sky blue?", b"Rayleigh", 60)
+        finally:
+            cache._store = working
+            await down.aclose()

@@ -36,6 +36,7 @@ from nearline.cache.semantic_store import (
     IndexedEntry,
     MemoryStore,
     SemanticStore,
+    SemanticStoreUnavailable,
     Vector,
 )
 from nearline.embed import EmbeddingBatcher
@@ -188,7 +189,10 @@ class SemanticCache:
     # -- the API the serving pipeline calls ----------------------------------------------
 
     async def lookup(self, partition: str, query: str) -> SemanticMatch | None:
-        """The best guarded match for ``query`` in ``partition``, or ``None``."""
+        """The best guarded match for ``query`` in ``partition``, or ``None``.
+
+        A shared store that cannot be reached makes this a miss (logged), never an error.
+        """
         self._lookups += 1
         vector = await self._batcher.embed(query)
         neighbours = await self._in_index_thread(
@@ -204,7 +208,11 @@ class SemanticCache:
             if not self.check_guard(query, entry.query).accepted:
                 self._rejections += 1
                 continue
-            payload = await self._store.payload(neighbour.label)
+            try:
+                payload = await self._store.payload(neighbour.label)
+            except SemanticStoreUnavailable as exc:
+                logger.warning("semantic lookup treated as a miss: %s", exc)
+                return None
             if payload is None:  # expired or deleted in the store before we heard of it
                 await self._forget([neighbour.label])
                 continue
@@ -217,7 +225,10 @@ class SemanticCache:
         return None
 
     async def store(self, partition: str, query: str, payload: bytes, ttl_s: float) -> int:
-        """Store ``payload`` as the answer to ``query`` in ``partition``; returns its id."""
+        """Store ``payload`` as the answer to ``query`` in ``partition``; returns its id.
+
+        Raises :class:`SemanticStoreUnavailable` if a shared store cannot be reached.
+        """
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
         vector = await self._batcher.embed(query)
@@ -311,10 +322,18 @@ class SemanticCache:
         await self._catch_up()
         self._ready.set()
         last_sweep = time.monotonic()
+        failures = 0
         while not self._closing:
-            changes = await self._store.changes_after(
-                self._position, block_ms=self._follow_block_ms
-            )
+            try:
+                changes = await self._store.changes_after(
+                    self._position, block_ms=self._follow_block_ms
+                )
+            except SemanticStoreUnavailable as exc:
+                failures += 1
+                logger.warning("semantic change feed unreachable (try %d): %s", failures, exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            failures = 0
             if changes:
                 await self._in_index_thread(self._apply_changes, changes)
             if time.monotonic() - last_sweep >= self._sweep_interval_s:
@@ -432,5 +451,6 @@ __all__ = [
     "SemanticCache",
     "SemanticMatch",
     "SemanticStats",
+    "SemanticStoreUnavailable",
     "SemanticThresholds",
 ]

@@ -9,13 +9,15 @@ SemanticCache`). Redis is the source of truth; a replica's index is a cache of i
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 Vector = npt.NDArray[np.float32]
 
@@ -39,6 +41,19 @@ class Change:
     op: Literal["add", "delete"]
     entry_id: int
     entry: IndexedEntry | None = None
+
+
+class SemanticStoreUnavailable(Exception):
+    """The shared store could not be reached or failed; the cache treats it as a miss."""
+
+
+@contextmanager
+def _translated(operation: str) -> Iterator[None]:
+    """Turn a Redis or socket failure into :class:`SemanticStoreUnavailable`, once, here."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise SemanticStoreUnavailable(f"semantic store {operation} failed: {exc}") from exc
 
 
 class SemanticStore(Protocol):
@@ -225,45 +240,50 @@ class RedisStore:
         return f"{self._ns}:e:{entry_id}"
 
     async def next_id(self) -> int:
-        return int(await self._redis.incr(f"{self._ns}:ids"))
+        with _translated("next_id"):
+            return int(await self._redis.incr(f"{self._ns}:ids"))
 
     async def put(self, entry: IndexedEntry, payload: bytes) -> None:
-        ttl_ms = max(1, int((entry.expires_at - time.time()) * 1000))
-        vector = np.ascontiguousarray(entry.vector, dtype="<f4").tobytes()
-        await self._put_script(
-            keys=[self._entry_key(entry.entry_id), self._feed],
-            args=[
-                entry.entry_id,
-                entry.partition,
-                entry.query,
-                vector,
-                repr(entry.expires_at),
-                payload,
-                ttl_ms,
-                self._max_feed_len,
-            ],
-        )
+        with _translated("put"):
+            ttl_ms = max(1, int((entry.expires_at - time.time()) * 1000))
+            vector = np.ascontiguousarray(entry.vector, dtype="<f4").tobytes()
+            await self._put_script(
+                keys=[self._entry_key(entry.entry_id), self._feed],
+                args=[
+                    entry.entry_id,
+                    entry.partition,
+                    entry.query,
+                    vector,
+                    repr(entry.expires_at),
+                    payload,
+                    ttl_ms,
+                    self._max_feed_len,
+                ],
+            )
 
     async def payload(self, entry_id: int) -> bytes | None:
-        value: Any = await self._redis.hget(self._entry_key(entry_id), "a")
-        return None if value is None else bytes(value)
+        with _translated("payload"):
+            value: Any = await self._redis.hget(self._entry_key(entry_id), "a")
+            return None if value is None else bytes(value)
 
     async def delete(self, entry_ids: Sequence[int]) -> int:
-        removed = 0
-        for entry_id in entry_ids:
-            removed += int(
-                await self._delete_script(
-                    keys=[self._entry_key(entry_id), self._feed],
-                    args=[entry_id, self._max_feed_len],
+        with _translated("delete"):
+            removed = 0
+            for entry_id in entry_ids:
+                removed += int(
+                    await self._delete_script(
+                        keys=[self._entry_key(entry_id), self._feed],
+                        args=[entry_id, self._max_feed_len],
+                    )
                 )
-            )
-        return removed
+            return removed
 
     async def feed_head(self) -> str:
-        info = await self._stream_info()
-        if info is None:
-            return "0-0"
-        return _text(info["last-generated-id"])
+        with _translated("feed_head"):
+            info = await self._stream_info()
+            if info is None:
+                return "0-0"
+            return _text(info["last-generated-id"])
 
     async def _stream_info(self) -> dict[str, Any] | None:
         if not await self._redis.exists(self._feed):
@@ -274,19 +294,23 @@ class RedisStore:
     async def changes_after(
         self, position: str, *, limit: int = 1000, block_ms: int | None = None
     ) -> list[Change]:
-        response: Any = await self._redis.xread({self._feed: position}, count=limit, block=block_ms)
-        if not response:
-            return []
-        _, events = response[0]
-        return [self._parse(_text(event_id), fields) for event_id, fields in events]
+        with _translated("changes_after"):
+            response: Any = await self._redis.xread(
+                {self._feed: position}, count=limit, block=block_ms
+            )
+            if not response:
+                return []
+            _, events = response[0]
+            return [self._parse(_text(event_id), fields) for event_id, fields in events]
 
     async def can_resume(self, position: str) -> bool:
-        """Whether the feed still holds every change after ``position`` (none trimmed)."""
-        info = await self._stream_info()
-        if info is None:
-            return position == "0-0"
-        trimmed_up_to = _text(info.get("max-deleted-entry-id", b"0-0"))
-        return _stream_id_tuple(trimmed_up_to) <= _stream_id_tuple(position)
+        with _translated("can_resume"):
+            """Whether the feed still holds every change after ``position`` (none trimmed)."""
+            info = await self._stream_info()
+            if info is None:
+                return position == "0-0"
+            trimmed_up_to = _text(info.get("max-deleted-entry-id", b"0-0"))
+            return _stream_id_tuple(trimmed_up_to) <= _stream_id_tuple(position)
 
     def _parse(self, position: str, fields: dict[bytes, bytes]) -> Change:
         entry_id = int(fields[b"id"])
@@ -303,7 +327,11 @@ class RedisStore:
 
     async def scan(self, batch: int = 1000) -> AsyncIterator[list[IndexedEntry]]:
         keys: list[bytes] = []
-        async for key in self._redis.scan_iter(match=f"{self._ns}:e:*", count=batch):
+        with _translated("scan"):
+            found = [
+                key async for key in self._redis.scan_iter(match=f"{self._ns}:e:*", count=batch)
+            ]
+        for key in found:
             keys.append(key)
             if len(keys) >= batch:
                 yield await self._read_entries(keys)
@@ -312,24 +340,25 @@ class RedisStore:
             yield await self._read_entries(keys)
 
     async def _read_entries(self, keys: list[bytes]) -> list[IndexedEntry]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                _ = pipe.hmget(key, ["p", "q", "v", "x"])
-            rows: list[Any] = await pipe.execute()
-        entries = []
-        for key, (partition, query, vector, expires_at) in zip(keys, rows, strict=True):
-            if partition is None:  # expired between SCAN and HMGET
-                continue
-            entries.append(
-                IndexedEntry(
-                    entry_id=int(key.rsplit(b":", 1)[1]),
-                    partition=partition.decode(),
-                    query=query.decode(),
-                    vector=np.frombuffer(vector, dtype="<f4").astype(np.float32),
-                    expires_at=float(expires_at),
+        with _translated("scan"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    _ = pipe.hmget(key, ["p", "q", "v", "x"])
+                rows: list[Any] = await pipe.execute()
+            entries = []
+            for key, (partition, query, vector, expires_at) in zip(keys, rows, strict=True):
+                if partition is None:  # expired between SCAN and HMGET
+                    continue
+                entries.append(
+                    IndexedEntry(
+                        entry_id=int(key.rsplit(b":", 1)[1]),
+                        partition=partition.decode(),
+                        query=query.decode(),
+                        vector=np.frombuffer(vector, dtype="<f4").astype(np.float32),
+                        expires_at=float(expires_at),
+                    )
                 )
-            )
-        return entries
+            return entries
 
     async def aclose(self) -> None:
         await self._redis.aclose()
