@@ -283,3 +283,14 @@ async def test_an_unreachable_redis_is_a_typed_error_and_a_lookup_miss(
         finally:
             cache._store = working
             await down.aclose()
+
+
+async def test_an_injected_redis_client_stays_open_for_its_owner(
+    batcher: EmbeddingBatcher, namespace: str
+) -> None:
+    client = Redis.from_url(REDIS_URL)
+    async with SemanticCache(batcher, store=RedisStore(client, namespace=namespace)) as cache:
+        await cache.store(PARTITION, "What is the capital of France?", b"Paris", 60)
+
+    assert await client.ping()  # the cache closed, the application's client did not
+    await client.aclose()

@@ -201,7 +201,8 @@ def _stream_id_tuple(position: str) -> tuple[int, int]:
 class RedisStore:
     """Entries as Redis hashes with a TTL, changes on a Redis Stream.
 
-    Keys (under ``namespace``): ``{ns}:e:{id}`` one hash per entry, ``{ns}:ids`` the id
+    ``redis`` must return bytes (``decode_responses=False``, the default). Keys (under
+    ``namespace``): ``{ns}:e:{id}`` one hash per entry, ``{ns}:ids`` the id
     counter, ``{ns}:changes`` the change stream, trimmed to ``max_feed_len`` events.
     """
 
@@ -211,8 +212,10 @@ class RedisStore:
         *,
         namespace: str = "nearline:semantic",
         max_feed_len: int = 1_000_000,
+        close_client: bool = False,
     ) -> None:
         self._redis = redis
+        self._close_client = close_client
         self._ns = namespace
         self._max_feed_len = max_feed_len
         self._put_script = redis.register_script(_PUT_LUA)
@@ -222,7 +225,9 @@ class RedisStore:
     def from_url(cls, url: str, **options: object) -> RedisStore:
         namespace = str(options.get("namespace", "nearline:semantic"))
         max_feed_len = int(str(options.get("max_feed_len", 1_000_000)))
-        return cls(Redis.from_url(url), namespace=namespace, max_feed_len=max_feed_len)
+        return cls(
+            Redis.from_url(url), namespace=namespace, max_feed_len=max_feed_len, close_client=True
+        )
 
     @property
     def shared(self) -> bool:
@@ -361,7 +366,10 @@ class RedisStore:
             return entries
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        """Close the Redis client if this store made it (``from_url``); an injected client
+        belongs to its owner."""
+        if self._close_client:
+            await self._redis.aclose()
 
 
 def _text(value: object) -> str:
