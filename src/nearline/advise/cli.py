@@ -12,7 +12,14 @@ from nearline.advise.advisor import advise
 from nearline.advise.from_log import profile_from_log
 from nearline.advise.profile import Prices, Profile, ProfileError, load_profile
 from nearline.advise.render import render_text, to_json
-from nearline.advise.requestlog import JsonlRequestLog, RequestLogError, measure_routes
+from nearline.advise.requestlog import (
+    JsonlRequestLog,
+    RequestLogError,
+    RequestLogReader,
+    measure_routes,
+)
+from nearline.report.advise_adapter import GatewayRequestLog
+from nearline.report.logsource import LogLocation
 
 
 def add_commands(commands: Any) -> None:
@@ -22,7 +29,14 @@ def add_commands(commands: Any) -> None:
         description=__doc__,
     )
     parser.add_argument("profile", type=Path, nargs="?", help="use-case profile (YAML or JSON)")
-    parser.add_argument("--log", type=Path, help="measured request log (JSONL of records)")
+    parser.add_argument(
+        "--log",
+        type=Path,
+        help="measured request log: the gateway's SQLite log (.sqlite/.db) or a JSONL of records",
+    )
+    parser.add_argument(
+        "--postgres", metavar="DSN", help="read the gateway's request log from PostgreSQL"
+    )
     parser.add_argument(
         "--delay-cost-per-second",
         type=float,
@@ -43,8 +57,8 @@ def add_commands(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.profile is None and args.log is None:
-        print("nearline advise: give a profile, --log, or both", file=sys.stderr)
+    if args.profile is None and args.log is None and args.postgres is None:
+        print("nearline advise: give a profile, --log/--postgres, or both", file=sys.stderr)
         return 2
     try:
         profile = _profile(args)
@@ -61,18 +75,29 @@ def run(args: argparse.Namespace) -> int:
 
 def _profile(args: argparse.Namespace) -> Profile:
     profile = None if args.profile is None else load_profile(args.profile)
-    if args.log is not None:
-        measurements = measure_routes(JsonlRequestLog(args.log).records())
+    if args.log is not None or args.postgres is not None:
+        reader, name = _log_reader(args)
+        measurements = measure_routes(reader.records())
         if not measurements:
-            raise RequestLogError(f"{args.log}: no records")
+            raise RequestLogError(f"{name}: no records")
         profile = profile_from_log(
             measurements,
             profile,
-            name=f"request log {args.log.name}",
+            name=f"request log {name}",
             delay_cost_per_second_usd=args.delay_cost_per_second,
         )
     assert profile is not None
     return profile.with_prices(dict(args.price)) if args.price else profile
+
+
+def _log_reader(args: argparse.Namespace) -> tuple[RequestLogReader, str]:
+    """The gateway's own log (SQLite file or PostgreSQL), or a JSONL file of records."""
+    if args.postgres is not None:
+        return GatewayRequestLog(LogLocation(postgres_dsn=args.postgres)), "PostgreSQL"
+    path: Path = args.log
+    if path.suffix in (".sqlite", ".sqlite3", ".db"):
+        return GatewayRequestLog(LogLocation(sqlite_path=path)), path.name
+    return JsonlRequestLog(path), path.name
 
 
 def _price(text: str) -> tuple[str, float]:
