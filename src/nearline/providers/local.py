@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from nearline.config import LocalModelSettings
 from nearline.errors import InvalidRequest, NearlineError, UpstreamError
 from nearline.providers.base import Capabilities, ProviderCall
 from nearline.providers.fair_queue import FairQueue
+from nearline.providers.prefix_states import PrefixStates, common_prefix
 from nearline.serving.events import Delta, Done, Event, FinishReason, Usage
 from nearline.serving.request import ChatRequest
 
@@ -69,6 +70,7 @@ class LocalProvider:
         self._llm: Any = None
         self._format: Callable[[list[dict[str, str]]], tuple[str, list[str], bool]] | None = None
         self.recent_runs: deque[RunStats] = deque(maxlen=32)
+        self._states = PrefixStates(settings.state_cache_mb << 20, settings.state_cache_min_tokens)
 
     @property
     def queue_depth(self) -> int:
@@ -87,7 +89,6 @@ class LocalProvider:
 
     def _load(self) -> None:
         from llama_cpp import Llama
-        from llama_cpp.llama_cache import LlamaRAMCache
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         path = self._settings.model_path or default_model_path()
@@ -95,11 +96,10 @@ class LocalProvider:
             model_path=str(path),
             n_ctx=self._settings.n_ctx,
             n_threads=self._settings.n_threads,
+            n_threads_batch=self._settings.n_threads_batch,
             n_batch=self._settings.n_batch,
             verbose=False,
         )
-        if self._settings.state_cache_mb:
-            llm.set_cache(LlamaRAMCache(capacity_bytes=self._settings.state_cache_mb << 20))
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise RuntimeError(f"{path} carries no chat template (tokenizer.chat_template)")
@@ -154,6 +154,17 @@ class LocalProvider:
 
     # --- on the model thread -------------------------------------------------------------
 
+    def _resume_longest_prefix(self, llm: Any, tokens: list[int]) -> int:
+        """Restore the saved KV state that shares the longest prefix with ``tokens`` when it
+        beats the live context; return how many prompt tokens llama.cpp will reuse (at
+        least one token is always evaluated)."""
+        prompt = np.array(tokens, dtype=np.intc)
+        live = common_prefix(np.asarray(llm.input_ids[: llm.n_tokens], dtype=np.intc), prompt)
+        saved, length = self._states.best(prompt)
+        if saved is not None and length > live and self._states.restore(llm, saved):
+            live = length
+        return min(live, len(tokens) - 1)
+
     def _generate(
         self,
         request: ChatRequest,
@@ -193,7 +204,7 @@ class LocalProvider:
             )
         wanted = request.max_output_tokens or self._settings.default_max_tokens
         max_tokens = min(wanted, room)
-        cached = _reusable_prefix(llm, tokens)
+        cached = self._resume_longest_prefix(llm, tokens)
 
         def stop_when_cancelled(
             _ids: npt.NDArray[np.intc], _logits: npt.NDArray[np.single]
@@ -237,28 +248,8 @@ class LocalProvider:
             )
         )
         push(Done(finish))
+        self._states.save(llm)  # after the answer is out: the client does not wait for it
 
 
 def _template_role(role: str) -> str:
     return "system" if role == "developer" else role
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    length = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        length += 1
-    return length
-
-
-def _reusable_prefix(llm: Any, tokens: list[int]) -> int:
-    """How many prompt tokens llama.cpp will reuse instead of evaluating: the longer of the
-    live context's common prefix and the best saved state's (llama-cpp-python loads that
-    state when it is longer). At least one token is always evaluated."""
-    best = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
-    if llm.cache is not None:
-        key = llm.cache._find_longest_prefix_key(tuple(tokens))
-        if key is not None:
-            best = max(best, _common_prefix(key, tokens))
-    return min(best, len(tokens) - 1)
