@@ -129,7 +129,8 @@ async def main() -> None:
         yaml.safe_dump(
             {
                 "server": {"log_level": "warning"},
-                "cache": {"exact": {"enabled": False}, "semantic": {"enabled": False}},  # all go upstream
+                # every request must reach the upstream
+                "cache": {"exact": {"enabled": False}, "semantic": {"enabled": False}},
                 "request_log": {"sqlite_path": str(config.parent / "requests.sqlite")},
                 "providers": {
                     "mock": {
