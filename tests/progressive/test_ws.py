@@ -318,3 +318,19 @@ async def test_each_socket_request_is_traced_like_an_http_one(make_stack):
     assert failed.status.status_code.name == "ERROR"
     children = {s.name for s in spans if s.parent and s.parent.span_id == answered.context.span_id}
     assert "chat mock-1" in children
+
+
+@pytest.mark.slow
+async def test_the_progressive_header_on_the_upgrade_applies_to_the_sockets_requests(
+    make_stack,
+):
+    paid = MockBehaviour(ttft_s=0.2, tokens_per_s=100, hold_until_released=True)
+    with make_stack(paid, with_draft_model=True) as stack:
+        headers = {"X-Nearline-Progressive": "1"}
+        async with connect(stack.ws, additional_headers=headers) as socket:
+            await socket.send(chat("h", "Why is the sky blue?"))
+            first = await receive(socket, timeout_s=60)
+            assert (first["type"], first["source"]) == ("preliminary", "draft")
+            await asyncio.to_thread(httpx.post, f"{stack.mock}/mock/release", timeout=5)
+            messages = await until_done(socket, {"h"})
+            assert messages[-1]["type"] == "done"

@@ -95,7 +95,7 @@ async def _chat_completions(
         cache_policy.from_header(request.headers.get("cache-control")),
         received_at,
         trace_parent=parent,
-        progressive=_progressive_header(request.headers.get("x-nearline-progressive")),
+        progressive=progressive_header(request.headers.get("x-nearline-progressive")),
     )
     provenance = _provenance(answer)
     headers = {"x-nearline-source": answer.source, TRACE_HEADER: trace_id_hex(root)}
@@ -117,7 +117,7 @@ async def _chat_completions(
     )
 
 
-def _progressive_header(value: str | None) -> bool | None:
+def progressive_header(value: str | None) -> bool | None:
     if value is None:
         return None
     return value.strip().lower() in ("1", "true", "yes", "on")

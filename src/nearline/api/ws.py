@@ -20,7 +20,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
-from nearline.api.openai import parse_chat_request
+from nearline.api.openai import parse_chat_request, progressive_header
 from nearline.api.state import AppState
 from nearline.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, NearlineError
 from nearline.serving.events import Delta, Done, ErrorEvent, Event, Preliminary, Replace, Usage
@@ -186,8 +186,14 @@ class _Connection:
         try:
             chat = parse_chat_request(orjson.dumps(body))
             root.set_attribute("gen_ai.request.model", chat.model)
-            call = self._state.pipeline.resolve(chat, self.tenant)
-            answer = await self._state.pipeline.answer(call, None, received_at, trace_parent=parent)
+            call = self._state.pipeline.resolve(chat, self.tenant, self._socket.headers)
+            answer = await self._state.pipeline.answer(
+                call,
+                None,
+                received_at,
+                trace_parent=parent,
+                progressive=progressive_header(self._socket.headers.get("x-nearline-progressive")),
+            )
         except NearlineError as error:
             root.set_status(Status(StatusCode.ERROR, error.message))
             await self.send(error_message(request_id, error))
