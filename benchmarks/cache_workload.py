@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +29,15 @@ import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nearline.config import hash_api_key
 from nearline.testing import free_port, wait_until_ready
-from workload import TraceRequest, build_trace, describe
+from workload import (
+    TraceRequest,
+    build_trace,
+    describe,
+    percentile,
+    start_nearline,
+    tenant_keys,
+)
 
 
 @dataclass
@@ -44,26 +49,13 @@ class Result:
     similarity: float | None
 
 
-def start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "nearline", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def gateway_config(mock_port: int, cached: bool, folder: Path) -> Path:
     path = folder / f"nearline-{'cached' if cached else 'uncached'}.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "server": {"log_level": "warning"},
-                "auth": {
-                    "keys": [
-                        {"sha256": hash_api_key(f"sk-tenant-{t}"), "tenant": f"tenant-{t}"}
-                        for t in range(3)
-                    ]
-                },
+                "auth": {"keys": tenant_keys()},
                 "cache": {"exact": {"enabled": cached}, "semantic": {"enabled": cached}},
                 "request_log": {"sqlite_path": str(folder / f"log-{cached}.sqlite")},
                 "providers": {"paid": {"base_url": f"http://127.0.0.1:{mock_port}/v1"}},
@@ -101,11 +93,6 @@ async def ask(client: httpx.AsyncClient, url: str, request: TraceRequest) -> Res
     return Result(
         request, source, ttft or float("nan"), tokens, float(similarity) if similarity else None
     )
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def replay(
@@ -158,10 +145,10 @@ def report(trace: list[TraceRequest], cached: list[Result], plain: list[Result])
     print("\n| gateway | TTFT p50 (ms) | TTFT p95 (ms) |\n|---|---:|---:|")
     for name, rows in (("with caching", cached), ("without caching", plain)):
         values = [r.ttft_ms for r in rows]
-        print(f"| {name} | {pct(values, 0.5):.0f} | {pct(values, 0.95):.0f} |")
+        print(f"| {name} | {percentile(values, 0.5):.0f} | {percentile(values, 0.95):.0f} |")
     hits = [r.ttft_ms for r in cached if r.source != "inference"]
     if hits:
-        print(f"| cache hits only | {pct(hits, 0.5):.0f} | {pct(hits, 0.95):.0f} |")
+        print(f"| cache hits only | {percentile(hits, 0.5):.0f} | {percentile(hits, 0.95):.0f} |")
 
 
 def main() -> None:
@@ -173,7 +160,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp())
     mock_port, cached_port, plain_port = free_port(), free_port(), free_port()
     processes = [
-        start(
+        start_nearline(
             [
                 "mock-upstream",
                 "--port",
@@ -189,7 +176,7 @@ def main() -> None:
     ]
     for port, cached in ((cached_port, True), (plain_port, False)):
         config = gateway_config(mock_port, cached, folder)
-        processes.append(start(["serve", "--config", str(config), "--port", str(port)]))
+        processes.append(start_nearline(["serve", "--config", str(config), "--port", str(port)]))
     try:
         wait_until_ready(f"http://127.0.0.1:{mock_port}", path="/v1/models")
         cached_url, plain_url = (f"http://127.0.0.1:{p}" for p in (cached_port, plain_port))

@@ -28,6 +28,9 @@ import yaml
 
 from nearline.testing import free_port, wait_until_ready
 
+sys.path.insert(0, str(Path(__file__).parent))
+from workload import percentile
+
 TOPICS = ["a bakery", "a bicycle repair shop", "a public library"]
 _VOCABULARY = (
     "policy customer order refund delivery opening hours staff member price list "
@@ -92,11 +95,6 @@ def turn(url: str, system: str, question: str) -> tuple[float, int, int]:
     return ttft, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=6)
@@ -138,8 +136,8 @@ def main() -> None:
             warm = [r[1] for r in rows if r[0] > 0]
             cached = sorted(r[3] for r in rows if r[0] > 0)
             print(
-                f"| {name} | {pct(cold, 0.5):.0f} | {pct(warm, 0.5):.0f} | "
-                f"{pct(warm, 0.95):.0f} | {len(warm)} | {cached[len(cached) // 2]} |"
+                f"| {name} | {percentile(cold, 0.5):.0f} | {percentile(warm, 0.5):.0f} | "
+                f"{percentile(warm, 0.95):.0f} | {len(warm)} | {cached[len(cached) // 2]} |"
             )
     finally:
         for process, _ in gateways.values():

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,17 +26,15 @@ import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nearline.config import hash_api_key
 from nearline.testing import free_port, wait_until_ready
-from workload import TraceRequest, build_trace, describe
-
-
-def start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "nearline", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+from workload import (
+    TraceRequest,
+    build_trace,
+    describe,
+    percentile,
+    start_nearline,
+    tenant_keys,
+)
 
 
 def config(mock_port: int, progressive: bool, folder: Path) -> Path:
@@ -46,12 +43,7 @@ def config(mock_port: int, progressive: bool, folder: Path) -> Path:
         yaml.safe_dump(
             {
                 "server": {"log_level": "warning"},
-                "auth": {
-                    "keys": [
-                        {"sha256": hash_api_key(f"sk-tenant-{t}"), "tenant": f"tenant-{t}"}
-                        for t in range(3)
-                    ]
-                },
+                "auth": {"keys": tenant_keys()},
                 "request_log": {"sqlite_path": str(folder / f"log-{progressive}.sqlite")},
                 "providers": {"paid": {"base_url": f"http://127.0.0.1:{mock_port}/v1"}},
                 "models": {
@@ -100,11 +92,6 @@ async def first_useful(
     return path, (at - began) * 1000
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 async def replay(
     trace: list[TraceRequest], urls: dict[str, str], concurrency: int
 ) -> dict[str, dict[str, list[float]]]:
@@ -136,7 +123,7 @@ def main() -> None:
     mock_port = free_port()
     ports = {"progressive": free_port(), "plain": free_port()}
     processes = [
-        start(
+        start_nearline(
             [
                 "mock-upstream",
                 "--port",
@@ -152,7 +139,7 @@ def main() -> None:
     ]
     for name, port in ports.items():
         path = config(mock_port, name == "progressive", folder)
-        processes.append(start(["serve", "--config", str(path), "--port", str(port)]))
+        processes.append(start_nearline(["serve", "--config", str(path), "--port", str(port)]))
     try:
         wait_until_ready(f"http://127.0.0.1:{mock_port}", path="/v1/models")
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
@@ -170,8 +157,8 @@ def main() -> None:
             for path in sorted(paths, key=lambda p: (p == "all", p)):
                 values = paths[path]
                 print(
-                    f"| {name} | {path} | {len(values)} | {pct(values, 0.5):.0f} "
-                    f"| {pct(values, 0.95):.0f} |"
+                    f"| {name} | {path} | {len(values)} | {percentile(values, 0.5):.0f} "
+                    f"| {percentile(values, 0.95):.0f} |"
                 )
     finally:
         for process in processes:

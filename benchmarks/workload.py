@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import csv
 import random
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from nearline.config import hash_api_key
 
 PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "semantic" / "qqp_pairs_dev.csv"
 
@@ -81,3 +85,25 @@ def describe(trace: list[TraceRequest]) -> str:
     }
     total = len(trace)
     return ", ".join(f"{kind} {count} ({count / total:.0%})" for kind, count in kinds.items())
+
+
+def start_nearline(args: list[str]) -> subprocess.Popen[bytes]:
+    """``nearline ARGS`` in a process of its own (the gateway, the mock upstream)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nearline", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def tenant_keys(tenants: int = 3) -> list[dict[str, str]]:
+    """``auth.keys`` for the trace's tenants: ``sk-tenant-N`` → ``tenant-N``."""
+    return [
+        {"sha256": hash_api_key(f"sk-tenant-{t}"), "tenant": f"tenant-{t}"} for t in range(tenants)
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of ``values`` (q in 0..1)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
