@@ -31,7 +31,7 @@ async def cache(batcher: EmbeddingBatcher) -> AsyncIterator[SemanticCache]:
 
 def load_followups() -> list[dict[str, str]]:
     if not FOLLOWUPS.is_file():
-        pytest.skip(f"follow-up data set not found at {FOLLOWUPS}")
+        pytest.fail(f"follow-up data set not found at {FOLLOWUPS} (../shared beside the repo)")
     rows: list[dict[str, str]] = json.loads(FOLLOWUPS.read_text())
     return rows
 

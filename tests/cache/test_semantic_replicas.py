@@ -65,7 +65,7 @@ async def namespace() -> AsyncIterator[str]:
     try:
         await client.ping()
     except RedisConnectionError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
+        pytest.fail("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
     name = f"nearline-test:semantic:{uuid.uuid4().hex[:12]}"
     yield name
     keys = [key async for key in client.scan_iter(match=f"{name}:*")]
