@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,11 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
 import yaml
 
 from nearline.providers.local import default_model_path
 from nearline.testing import free_port, wait_until_ready
+
+sys.path.insert(0, str(Path(__file__).parent))
+from workload import stream_chat
 
 MAX_TOKENS = 64
 
@@ -65,42 +65,19 @@ def raw_run(llm: object, formatter: object, run: int) -> tuple[float, float]:
 
 
 def gateway_run(url: str, run: int) -> tuple[float, float]:
-    """Stream one answer over a plain socket (TCP_NODELAY): httpx's client adds ~40 ms of
-    Nagle/delayed-ACK wait to the first streamed chunk on this machine, with or without
-    nearline, which would hide what the gateway itself adds."""
-    host, port = url.removeprefix("http://").split(":")
-    body = orjson.dumps(
-        {
-            "model": "smollm2-135m-instruct",
-            "messages": prompt(run),
-            "stream": True,
-            "max_tokens": MAX_TOKENS,
-            "temperature": 0.0,
-        }
-    )
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
-        "Content-Type: application/json\r\nCache-Control: no-store\r\n"
-        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    content = re.compile(rb'"delta":\{"content":"(?!")')
-    with socket.create_connection((host, int(port))) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        start = time.perf_counter()
-        sock.sendall(head + body)
-        received = b""
-        first = None
-        while b"data: [DONE]" not in received:
-            data = sock.recv(65536)
-            if not data:
-                break
-            received += data
-            if first is None and content.search(received):
-                first = time.perf_counter()
-    end = time.perf_counter()
-    assert first is not None
-    count = len(content.findall(received))
-    return (first - start) * 1000, (count - 1) / (end - first)
+    """Stream one answer over a TCP_NODELAY socket (``workload.stream_chat``): httpx adds
+    ~40 ms to the first streamed chunk here, with or without nearline in the path."""
+    body = {
+        "model": "smollm2-135m-instruct",
+        "messages": prompt(run),
+        "stream": True,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0.0,
+    }
+    answer = stream_chat(url, body, {"Cache-Control": "no-store"})
+    assert answer.first_content_ms is not None
+    seconds_after_first = (answer.total_ms - answer.first_content_ms) / 1000
+    return answer.first_content_ms, (answer.content_chunks - 1) / seconds_after_first
 
 
 def main() -> None:

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import csv
 import random
+import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from nearline.config import hash_api_key
 
@@ -107,3 +112,63 @@ def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile of ``values`` (q in 0..1)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class StreamedAnswer:
+    first_content_ms: float | None  # request sent -> first chunk with answer text
+    total_ms: float
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        return next((c["usage"] for c in reversed(self.chunks) if c.get("usage")), {})
+
+    @property
+    def content_chunks(self) -> int:
+        return sum(
+            1 for c in self.chunks if c.get("choices") and c["choices"][0]["delta"].get("content")
+        )
+
+
+def stream_chat(
+    url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> StreamedAnswer:
+    """POST a streaming chat completion over a plain socket with TCP_NODELAY, one write.
+
+    httpx writes the request head and body separately without TCP_NODELAY; on this machine
+    that adds ~40 ms (Nagle waiting on a delayed ACK) before the server even sees the body,
+    with or without nearline in the path, which would hide what the server itself does.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    payload = orjson.dumps(body)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/json\r\n{extra}"
+        f"Connection: close\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    answer = StreamedAnswer(first_content_ms=None, total_ms=0.0)
+    with socket.create_connection((host, int(port))) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start = time.perf_counter()
+        sock.sendall(head + payload)
+        pending = b""
+        done = False
+        while not done:
+            data = sock.recv(65536)
+            if not data:
+                break
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.startswith(b"data: [DONE]"):
+                    done = True
+                elif line.startswith(b"data: {"):
+                    chunk = orjson.loads(line[6:])
+                    answer.chunks.append(chunk)
+                    content = chunk.get("choices") and chunk["choices"][0]["delta"].get("content")
+                    if content and answer.first_content_ms is None:
+                        answer.first_content_ms = (time.perf_counter() - start) * 1000
+        answer.total_ms = (time.perf_counter() - start) * 1000
+    return answer

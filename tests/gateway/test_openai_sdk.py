@@ -119,3 +119,31 @@ def test_shared_prompt_prefix_reuses_the_kv_cache(gateway):
     assert cached >= 150, "the shared system prompt should come from the KV cache"
     assert cached < second.usage.prompt_tokens
     assert first.usage.prompt_tokens == second.usage.prompt_tokens
+
+
+def test_interleaved_conversations_each_resume_their_own_system_prompt(gateway):
+    """Two tenants' different long system prompts take turns (A, B, A): B's turn takes the
+    live context, so A's second turn can only skip its system prompt through a saved state."""
+    client = _client(gateway)
+
+    def ask(topic: str, question: str):
+        system = {
+            "role": "system",
+            "content": f"You answer for {topic}. Be brief and polite. " * 30,
+        }
+        return client.chat.completions.create(
+            model=gateway.local_model,
+            max_tokens=2,
+            messages=[system, {"role": "user", "content": question}],
+        )
+
+    first_a = ask("a bakery", "Do you sell bread?")
+    ask("a bicycle shop", "Do you fix brakes?")
+    second_a = ask("a bakery", "Do you sell cakes?")
+
+    assert first_a.usage.prompt_tokens >= 300
+    cached = second_a.usage.prompt_tokens_details.cached_tokens
+    assert cached >= first_a.usage.prompt_tokens - 12, (
+        "A's system prompt should be resumed from its saved KV state"
+    )
+    assert cached < second_a.usage.prompt_tokens
