@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from nearline.embed import Embedder, load_embedder
+from nearline.embed.model import length_groups
 
 
 def test_vectors_are_unit_length_float32_rows(embedder: Embedder) -> None:
@@ -46,3 +47,30 @@ def test_both_runtimes_compute_the_same_embedding(embedder: Embedder) -> None:
 
     assert embedder.name.endswith("onnx-int8")
     assert np.all(agreement > 0.99)
+
+
+def test_rows_keep_the_order_of_texts_of_mixed_lengths(embedder: Embedder) -> None:
+    """Texts are encoded in length-sorted groups; each row must still belong to its text."""
+    texts = [
+        "a long question about the history of the Roman empire and its roads " * 4,
+        "Why?",
+        "How do I bake sourdough bread at home?",
+        "Paris",
+    ]
+    together = embedder.encode(texts)
+    alone = np.stack([embedder.encode([text])[0] for text in texts])
+
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_length_groups_cover_every_text_once_within_the_token_budget() -> None:
+    lengths = [12, 80, 9, 300, 14, 11, 40, 10]
+
+    groups = length_groups(lengths, token_budget=48)
+
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    for group in groups:
+        padded = len(group) * max(lengths[i] for i in group)
+        assert padded <= 48 or len(group) == 1
+    assert [3] in groups  # a text over the budget goes alone
+    assert any(len(group) >= 3 for group in groups)  # short texts share a call
