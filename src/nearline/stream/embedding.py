@@ -19,14 +19,10 @@ from nearline.stream.pipeline import Result
 
 
 def _results(batch: Sequence[Entry], vectors: Any, key_field: str) -> list[Result]:
-    rows = np.asarray(vectors, dtype=np.float32)
+    rows = np.round(np.asarray(vectors, dtype=np.float64), 6)  # vectorised, not per float
     return [
-        {
-            "key": entry.data.get(key_field),
-            "dim": int(row.shape[0]),
-            "vector": [round(float(x), 6) for x in row],
-        }
-        for entry, row in zip(batch, rows, strict=True)
+        {"key": entry.data.get(key_field), "dim": len(row), "vector": row}
+        for entry, row in zip(batch, rows.tolist(), strict=True)
     ]
 
 
@@ -57,5 +53,5 @@ class BatchedEmbeddingHandler:
 
 
 def build_embedding_handler(text_field: str = "text", key_field: str = "key") -> EmbeddingHandler:
-    """Factory for worker configs: the bundled local model, one thread."""
+    """Factory for worker configs: the bundled local model (two non-spinning threads)."""
     return EmbeddingHandler(load_embedder(), text_field, key_field)
