@@ -57,6 +57,17 @@ async def test_concurrent_calls_share_one_model_call() -> None:
     await batcher.aclose()
 
 
+async def test_by_default_texts_arriving_together_share_one_call() -> None:
+    model = RecordingEmbedder()
+    batcher = EmbeddingBatcher(model)  # default: no waiting for company
+
+    await asyncio.gather(*(batcher.embed(f"together {i}") for i in range(5)))
+    await batcher.embed("alone")
+
+    assert [len(call) for call in model.calls] == [5, 1]
+    await batcher.aclose()
+
+
 async def test_model_runs_off_the_event_loop_thread() -> None:
     model = RecordingEmbedder()
     batcher = EmbeddingBatcher(model)
