@@ -89,7 +89,7 @@ async def _chat_completions(
         tenant = request_tenant(request)
     chat = parse_chat_request(await request.body())
     root.set_attribute("gen_ai.request.model", chat.model)
-    call = state.pipeline.resolve(chat, tenant, request.headers)
+    call = await state.pipeline.resolve(chat, tenant, request.headers)
     answer = await state.pipeline.answer(
         call,
         cache_policy.from_header(request.headers.get("cache-control")),

@@ -186,7 +186,7 @@ class _Connection:
         try:
             chat = parse_chat_request(orjson.dumps(body))
             root.set_attribute("gen_ai.request.model", chat.model)
-            call = self._state.pipeline.resolve(chat, self.tenant, self._socket.headers)
+            call = await self._state.pipeline.resolve(chat, self.tenant, self._socket.headers)
             answer = await self._state.pipeline.answer(
                 call,
                 None,

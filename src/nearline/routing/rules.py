@@ -3,12 +3,15 @@
 ``Router.choose(call, headers)`` is the one question the serving pipeline asks: which tier
 (or cascade) should answer this call, or ``None`` to keep the model's configured provider.
 Rules are checked first; an optional learned policy (``LearnedPolicy``) answers when no
-rule matched.
+rule matched. Choosing is async: the learned policy embeds the prompt (milliseconds of CPU),
+which runs on a thread of its own, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from nearline.providers.base import ProviderCall
@@ -48,14 +51,14 @@ def matches(when: RuleConditions, call: ProviderCall, headers: Mapping[str, str]
 
 
 class RoutingPolicy(Protocol):
-    def choose(self, call: ProviderCall, headers: Mapping[str, str]) -> str | None: ...
+    async def choose(self, call: ProviderCall, headers: Mapping[str, str]) -> str | None: ...
 
 
 class RulePolicy:
     def __init__(self, rules: Sequence[RuleSettings]) -> None:
         self._rules = list(rules)
 
-    def choose(self, call: ProviderCall, headers: Mapping[str, str]) -> str | None:
+    async def choose(self, call: ProviderCall, headers: Mapping[str, str]) -> str | None:
         for rule in self._rules:
             if matches(rule.when, call, headers):
                 return rule.tier
@@ -84,12 +87,16 @@ class LearnedPolicy:
         self._weak = weak
         self._threshold = threshold
         self._models = None if models is None else set(models)
+        # One thread: the embedding model is CPU-bound, and calls in parallel only share cores.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nearline-router")
 
-    def choose(self, call: ProviderCall, headers: Mapping[str, str]) -> str | None:
+    async def choose(self, call: ProviderCall, headers: Mapping[str, str]) -> str | None:
         if self._models is not None and call.request.model not in self._models:
             return None
         user_text = "\n".join(m.text for m in call.request.messages if m.role == "user")
-        strong = self._classifier.needs_strong(user_text, self._threshold)
+        strong = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._classifier.needs_strong, user_text, self._threshold
+        )
         return self._strong if strong else self._weak
 
 
@@ -99,9 +106,9 @@ class Router:
     def __init__(self, policies: Sequence[RoutingPolicy]) -> None:
         self._policies = list(policies)
 
-    def choose(self, call: ProviderCall, headers: Mapping[str, str]) -> str | None:
+    async def choose(self, call: ProviderCall, headers: Mapping[str, str]) -> str | None:
         for policy in self._policies:
-            tier = policy.choose(call, headers)
+            tier = await policy.choose(call, headers)
             if tier is not None:
                 return tier
         return None

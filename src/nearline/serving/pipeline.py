@@ -126,7 +126,7 @@ class ServingPipeline:
     def semantic_cache(self) -> SemanticCache | None:
         return self._semantic
 
-    def resolve(
+    async def resolve(
         self, request: ChatRequest, tenant: Tenant, headers: Mapping[str, str] | None = None
     ) -> ProviderCall:
         """Check the request against the catalogue and the tenant's rights; name its provider."""
@@ -152,7 +152,7 @@ class ServingPipeline:
         )
         if self._router is None:
             return call
-        return replace(call, provider=self._router.choose(call, headers or {}))
+        return replace(call, provider=await self._router.choose(call, headers or {}))
 
     def _provider_name(self, call: ProviderCall) -> str:
         return call.provider or self._models[call.request.model].provider
