@@ -67,3 +67,45 @@ def test_rules_pick_the_tier_and_the_exact_cache_keeps_tiers_apart():
             assert routed.headers["x-nearline-source"] == "inference"  # not pro's frontier entry
             assert (_count(cheap_url), _count(strong_url)) == (2, 1)
             assert ask("sk-pro").headers["x-nearline-source"] == "exact"
+
+
+def test_the_learned_policy_routes_inside_the_gateway():
+    """The shipped learned router (real embedding model) picks the tier per prompt; its
+    embedding runs off the event loop. Both tiers are mock upstreams."""
+    fast = MockBehaviour(ttft_s=0.01)
+    with (
+        serve_in_thread(create_mock_app(fast)) as weak_url,
+        serve_in_thread(create_mock_app(fast)) as strong_url,
+    ):
+        settings = load_settings(
+            providers={
+                "weak": {"base_url": f"{weak_url}/v1"},
+                "strong": {"base_url": f"{strong_url}/v1"},
+            },
+            models={"chat": {"provider": "standard"}},
+            cache={"exact": {"enabled": False}, "semantic": {"enabled": False}},
+            routing={
+                "tiers": {
+                    "standard": {"deployments": [{"provider": "weak", "upstream_model": "w"}]},
+                    "frontier": {"deployments": [{"provider": "strong", "upstream_model": "s"}]},
+                },
+                "learned": {"strong": "frontier", "weak": "standard", "threshold": 0.2},
+            },
+        )
+        with serve_in_thread(create_app(settings)) as url:
+
+            def ask(question: str) -> None:
+                response = httpx.post(
+                    f"{url}/v1/chat/completions",
+                    timeout=30,
+                    json={"model": "chat", "messages": [{"role": "user", "content": question}]},
+                )
+                assert response.status_code == 200, response.text
+
+            ask("hi")  # strong-tier probability 0.11 with the shipped router
+            assert (_count(weak_url), _count(strong_url)) == (1, 0)
+            ask(
+                "Natalia sold clips to 48 of her friends in April, and then she sold half as "
+                "many clips in May. How many clips did Natalia sell altogether in April and May?"
+            )  # 0.26: a multi-step word problem
+            assert (_count(weak_url), _count(strong_url)) == (1, 1)
