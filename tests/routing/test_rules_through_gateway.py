@@ -9,6 +9,7 @@ import httpx
 from nearline.app import create_app
 from nearline.config import hash_api_key, load_settings
 from nearline.providers.mock import MockBehaviour, create_mock_app
+from nearline.routing.mock_fleet import mock_upstreams, provider_settings
 from nearline.testing import serve_in_thread
 
 
@@ -73,15 +74,9 @@ def test_the_learned_policy_routes_inside_the_gateway():
     """The shipped learned router (real embedding model) picks the tier per prompt; its
     embedding runs off the event loop. Both tiers are mock upstreams."""
     fast = MockBehaviour(ttft_s=0.01)
-    with (
-        serve_in_thread(create_mock_app(fast)) as weak_url,
-        serve_in_thread(create_mock_app(fast)) as strong_url,
-    ):
+    with mock_upstreams(weak=fast, strong=fast) as upstreams:
         settings = load_settings(
-            providers={
-                "weak": {"base_url": f"{weak_url}/v1"},
-                "strong": {"base_url": f"{strong_url}/v1"},
-            },
+            providers=provider_settings(upstreams),
             models={"chat": {"provider": "standard"}},
             cache={"exact": {"enabled": False}, "semantic": {"enabled": False}},
             routing={
@@ -92,6 +87,10 @@ def test_the_learned_policy_routes_inside_the_gateway():
                 "learned": {"strong": "frontier", "weak": "standard", "threshold": 0.2},
             },
         )
+
+        def counts() -> tuple[int, int]:
+            return _count(upstreams["weak"].root), _count(upstreams["strong"].root)
+
         with serve_in_thread(create_app(settings)) as url:
 
             def ask(question: str) -> None:
@@ -103,9 +102,9 @@ def test_the_learned_policy_routes_inside_the_gateway():
                 assert response.status_code == 200, response.text
 
             ask("hi")  # strong-tier probability 0.11 with the shipped router
-            assert (_count(weak_url), _count(strong_url)) == (1, 0)
+            assert counts() == (1, 0)
             ask(
                 "Natalia sold clips to 48 of her friends in April, and then she sold half as "
                 "many clips in May. How many clips did Natalia sell altogether in April and May?"
             )  # 0.26: a multi-step word problem
-            assert (_count(weak_url), _count(strong_url)) == (1, 1)
+            assert counts() == (1, 1)
