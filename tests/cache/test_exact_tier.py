@@ -177,29 +177,10 @@ def test_cache_control_no_cache_revalidates_and_no_store_leaves_nothing():
 def test_the_deterministic_policy_caches_only_fixed_seed_or_zero_temperature():
     with stack() as (mock_url, [url]):
         for _ in range(2):
-            httpx.post(
-                f"{url}/v1/chat/completions",
-                timeout=30,
-                headers={"Authorization": "Bearer sk-a"},
-                json={
-                    "model": "careful",
-                    "temperature": 0.9,
-                    "messages": [{"role": "user", "content": "hi"}],
-                },
-            )
+            assert ask(url, "hi", model="careful", temperature=0.9).status_code == 200
         assert upstream_requests(mock_url) == 2
         for _ in range(2):
-            httpx.post(
-                f"{url}/v1/chat/completions",
-                timeout=30,
-                headers={"Authorization": "Bearer sk-a"},
-                json={
-                    "model": "careful",
-                    "temperature": 0.9,
-                    "seed": 1,
-                    "messages": [{"role": "user", "content": "hi"}],
-                },
-            )
+            assert ask(url, "hi", model="careful", temperature=0.9, seed=1).status_code == 200
         assert upstream_requests(mock_url) == 3
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,24 +11,13 @@ import pytest
 from nearline.stream.broker import Broker, Message, StreamBound, StreamFull, publish_patiently
 from nearline.stream.metrics import WorkerMetrics
 from nearline.stream.pipeline import Pipeline
-from nearline.stream.testing import RecordingHandler, slow_echo
+from nearline.stream.testing import RecordingHandler, running, slow_echo
 from nearline.stream.worker import Worker, WorkerOptions
 
 if TYPE_CHECKING:
     from tests.stream.conftest import MakeBroker
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.started.wait(), 5)
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
 
 
 def lag_metric(metrics: WorkerMetrics, stream: str, group: str) -> float | None:

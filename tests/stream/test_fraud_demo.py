@@ -20,6 +20,7 @@ from nearline.stream.broker import Entry, Message
 from nearline.stream.memory import MemoryBroker
 from nearline.stream.pipeline import Pipeline
 from nearline.stream.state import MemoryWindowState
+from nearline.stream.testing import running
 from nearline.stream.worker import Worker
 
 pytestmark = pytest.mark.timeout(120)
@@ -111,14 +112,11 @@ async def test_the_worker_decides_every_transaction_once(
     transactions = TransactionGenerator(GeneratorSettings(seed=4)).take(1_000, 0, 500.0)
     await memory_broker.publish("tx", [Message(tx) for tx in transactions])
 
-    running = asyncio.create_task(worker.run())
-    await worker.started.wait()
-    info = await memory_broker.group_info("tx", "fraud")
-    while info.lag or info.pending:
-        await asyncio.sleep(0.05)
+    async with running(worker):
         info = await memory_broker.group_info("tx", "fraud")
-    worker.stop()
-    await running
+        while info.lag or info.pending:
+            await asyncio.sleep(0.05)
+            info = await memory_broker.group_info("tx", "fraud")
 
     assert await memory_broker.length("decisions") == 1_000
     decided: list[Entry] = []

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import pytest
 
 from nearline.stream.broker import Broker, BrokerError, Consumer, Entry, Message
 from nearline.stream.pipeline import Pipeline
-from nearline.stream.testing import RecordingHandler, async_echo
+from nearline.stream.testing import RecordingHandler, async_echo, running
 from nearline.stream.worker import Worker, WorkerOptions
 
 if TYPE_CHECKING:
@@ -28,17 +27,6 @@ pytestmark = [
 def concurrency(request: pytest.FixtureRequest) -> int:
     value: int = request.param
     return value
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.started.wait(), 5)
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
 
 
 async def all_entries(broker: Broker, stream: str) -> list[Entry]:

@@ -9,11 +9,25 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from nearline.stream.broker import Entry
 from nearline.stream.pipeline import Result, SyncHandler
+from nearline.stream.worker import Worker
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    """Run ``worker`` in a task for the ``async with`` block; stop it and wait for it after."""
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.started.wait(), 5)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
 
 
 class PoisonError(ValueError):
