@@ -27,21 +27,12 @@ from typing import Any, TextIO
 import httpx
 import orjson
 
+from nearline.serving.request import ANSWER_CHANGING_FIELDS
+
 CACHED_SOURCES = frozenset({"exact", "semantic"})
 # Sampling fields are part of the cache key: a JSON line may set them so the warmed entry
-# matches what the application will send.
-PASSED_FIELDS = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-    }
-)
+# matches what the application will send (warm-up lines carry no tools).
+PASSED_FIELDS = ANSWER_CHANGING_FIELDS - {"tools", "tool_choice", "response_format"}
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRY_WAIT_S = 30.0
 

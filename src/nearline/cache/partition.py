@@ -20,22 +20,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-ANSWER_CHANGING_PARAMS = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "seed",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "presence_penalty",
-        "frequency_penalty",
-        "tools",
-        "tool_choice",
-        "response_format",
-    }
-)
-"""Request fields that change the answer; others (stream, user, ids) are ignored."""
+from nearline.serving.request import ANSWER_CHANGING_FIELDS
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 
@@ -74,12 +59,12 @@ def partition_key(
     """The partition for a query asked by ``tenant`` of ``model`` after ``context``.
 
     ``params`` may hold the whole request body's parameters: only
-    :data:`ANSWER_CHANGING_PARAMS` with a value other than ``None`` count.
+    :data:`ANSWER_CHANGING_FIELDS` with a value other than ``None`` count.
     """
     kept = {
         name: value
         for name, value in (params or {}).items()
-        if name in ANSWER_CHANGING_PARAMS and value is not None
+        if name in ANSWER_CHANGING_FIELDS and value is not None
     }
     canonical = {
         "system": system_prompt,
