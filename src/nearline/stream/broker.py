@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -100,6 +101,25 @@ def entry_id_key(entry_id: str) -> tuple[int, int]:
     """Sort key for ids of the form ``"<ms>-<seq>"``."""
     milliseconds, _, sequence = entry_id.partition("-")
     return int(milliseconds), int(sequence or 0)
+
+
+class EntryIds:
+    """Increasing ``"<ms>-<seq>"`` entry ids from one producer, Redis Streams style: ``seq``
+    restarts at ``first_seq`` each millisecond (a random ``first_seq`` per producer keeps two
+    producers writing in the same millisecond apart)."""
+
+    def __init__(self, first_seq: int = 0) -> None:
+        self._first_seq = first_seq
+        self._last_ms = 0
+        self._counter = 0
+
+    def next(self) -> str:
+        now_ms = int(time.time() * 1000)
+        if now_ms > self._last_ms:
+            self._last_ms, self._counter = now_ms, 0
+        else:
+            self._counter += 1
+        return f"{self._last_ms}-{self._first_seq + self._counter}"
 
 
 @runtime_checkable

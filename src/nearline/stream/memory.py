@@ -20,6 +20,7 @@ import orjson
 from nearline.stream.broker import (
     BrokerError,
     Entry,
+    EntryIds,
     GroupInfo,
     Message,
     StreamBound,
@@ -49,21 +50,12 @@ class _Stream:
     base: int = 0  # absolute index of ids[0]; grows when acknowledged entries are trimmed
     groups: dict[str, _Group] = field(default_factory=dict)
     dedupe: dict[str, str] = field(default_factory=dict)
-    last_ms: int = 0
-    last_seq: int = -1
+    new_ids: EntryIds = field(default_factory=EntryIds)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def end(self) -> int:
         return self.base + len(self.ids)
-
-    def next_id(self) -> str:
-        now_ms = int(time.time() * 1000)
-        if now_ms > self.last_ms:
-            self.last_ms, self.last_seq = now_ms, 0
-        else:
-            self.last_seq += 1
-        return f"{self.last_ms}-{self.last_seq}"
 
     def entry(self, index: int, deliveries: int) -> Entry:
         position = index - self.base
@@ -103,7 +95,7 @@ class MemoryBroker:
             if key is not None and key in log.dedupe:
                 ids.append(log.dedupe[key])
                 continue
-            entry_id = log.next_id()
+            entry_id = log.new_ids.next()
             log.ids.append(entry_id)
             log.payloads.append(orjson.dumps(dict(message.data)))
             if key is not None:

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import datetime
 import random
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -45,6 +44,7 @@ from aio_pika.exceptions import AMQPError, DeliveryError
 from nearline.stream.broker import (
     BrokerError,
     Entry,
+    EntryIds,
     GroupInfo,
     Message,
     StreamBound,
@@ -118,24 +118,6 @@ class RedisDedupeStore:
             await self._redis.delete(*keys)
 
 
-class _IdMaker:
-    """``"<ms>-<seq>"`` ids; ``seq`` starts at a random producer number, so two producers in
-    the same millisecond do not collide."""
-
-    def __init__(self) -> None:
-        self._producer = random.SystemRandom().randrange(1, 1 << 30) * 1_000_000
-        self._last_ms = 0
-        self._counter = 0
-
-    def next(self) -> str:
-        now_ms = int(time.time() * 1000)
-        if now_ms > self._last_ms:
-            self._last_ms, self._counter = now_ms, 0
-        else:
-            self._counter += 1
-        return f"{self._last_ms}-{self._producer + self._counter}"
-
-
 def exchange_name(stream: str) -> str:
     return f"nl.{stream}"
 
@@ -173,7 +155,7 @@ class RabbitMQBroker:
         self._bound = bound or StreamBound()
         self._dedupe: DedupeStore = dedupe or MemoryDedupeStore()
         self._queue_expires_ms = queue_expires_ms
-        self._ids = _IdMaker()
+        self._ids = EntryIds(first_seq=random.SystemRandom().randrange(1, 1 << 30) * 1_000_000)
         self._exchanges: dict[str, AbstractExchange] = {}
         self._groups: dict[str, set[str]] = {}
         self._unacked: dict[tuple[str, str], set[str]] = {}
