@@ -13,7 +13,6 @@ from nearline.providers.base import Capabilities, ProviderCall
 from nearline.providers.mock import MockBehaviour, deterministic_words
 from nearline.providers.registry import build_providers
 from nearline.routing.cascade import CascadeProvider
-from nearline.routing.collect import CollectedAnswer
 from nearline.routing.confidence import (
     HeuristicConfidence,
     VerifierConfidence,
@@ -21,7 +20,7 @@ from nearline.routing.confidence import (
 )
 from nearline.routing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
 from nearline.routing.telemetry import RoutingCounters
-from nearline.serving.events import Delta, Done, Event, Preliminary, Replace, Usage
+from nearline.serving.events import CollectedAnswer, Delta, Done, Event, Preliminary, Replace, Usage
 from nearline.serving.request import ChatRequest
 from nearline.telemetry.metrics import GatewayMetrics
 

@@ -106,6 +106,7 @@ async def _chat_completions(
         try:
             body = await collect_body(chat.model, answer.events(), provenance)
         finally:
+            await answer.aclose()  # as for a stream: nothing of the answer keeps running
             root.end()
         return JSONBody(body, headers=headers)
     encoder = ChunkEncoder(model=chat.model, include_usage=chat.include_usage, extension=provenance)

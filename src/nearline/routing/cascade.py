@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator
 
 from nearline.errors import NearlineError
 from nearline.providers.base import Capabilities, Provider, ProviderCall
-from nearline.routing.collect import CollectedAnswer, collect
 from nearline.routing.confidence import ConfidenceScorer
 from nearline.routing.telemetry import RoutingTelemetry
-from nearline.serving.events import Event, Preliminary, Replace
+from nearline.serving.events import CollectedAnswer, Event, Preliminary, Replace, collect
 
 log = logging.getLogger(__name__)
 

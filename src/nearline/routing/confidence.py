@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from nearline.providers.base import Provider, ProviderCall
-from nearline.routing.collect import CollectedAnswer, ask, prompt_call
+from nearline.routing.collect import ask, prompt_call
+from nearline.serving.events import CollectedAnswer
 from nearline.serving.request import Message
 
 _HEDGES = re.compile(

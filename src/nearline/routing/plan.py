@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 
 from nearline.providers.base import Provider, ProviderCall
-from nearline.routing.collect import CollectedAnswer, ask
+from nearline.routing.collect import ask
 from nearline.routing.deployment import DeploymentPrice
+from nearline.serving.events import CollectedAnswer
 from nearline.serving.request import ChatRequest, Message
 
 _NUMBERED = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):-]\s*(.+?)\s*$", re.IGNORECASE)

@@ -10,10 +10,11 @@ Order contract: ``Preliminary``/``Replace`` (optional, progressive mode) → ``D
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from nearline.errors import NearlineError
+from nearline.errors import NearlineError, UpstreamError
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
@@ -67,3 +68,37 @@ class ErrorEvent:
 
 
 Event = Delta | Preliminary | Replace | Usage | Done | ErrorEvent
+
+
+@dataclass(frozen=True, slots=True)
+class CollectedAnswer:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage | None
+    events: tuple[Event, ...]
+
+
+async def collect(events: AsyncIterator[Event]) -> CollectedAnswer:
+    """The answer's text, finish reason and usage; an ``ErrorEvent`` is raised."""
+    seen: list[Event] = []
+    parts: list[str] = []
+    usage: Usage | None = None
+    try:
+        async for event in events:
+            seen.append(event)
+            match event:
+                case Delta(text=text):
+                    parts.append(text)
+                case Usage():
+                    usage = event
+                case Done(finish_reason=reason):
+                    return CollectedAnswer("".join(parts), reason, usage, tuple(seen))
+                case ErrorEvent(error=error):
+                    raise error
+                case _:
+                    pass
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    raise UpstreamError("the answer ended without finishing")

@@ -15,16 +15,16 @@ from typing import Any
 
 import orjson
 
-from nearline.errors import NearlineError, UpstreamError
+from nearline.errors import NearlineError
 from nearline.serving.events import (
     Delta,
     Done,
     ErrorEvent,
     Event,
-    FinishReason,
     Preliminary,
     Replace,
     Usage,
+    collect,
 )
 
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -121,27 +121,15 @@ async def collect_body(
     With ``extension``, the body carries it as ``"nearline"``, plus the last preliminary
     answer shown (or null) under ``"preliminary"``.
     """
-    parts: list[str] = []
+    answer = await collect(events)
     preliminary: dict[str, Any] | None = None
-    usage = Usage(0, 0)
-    finish_reason: FinishReason | None = None
-    async for event in events:
+    for event in answer.events:
         match event:
-            case Delta(text=text):
-                parts.append(text)
-            case Usage():
-                usage = event
-            case Done(finish_reason=reason):
-                finish_reason = reason
-            case ErrorEvent(error=error):
-                raise error
             case Preliminary():
                 preliminary = progressive_event(event)
             case Replace():
                 if preliminary is not None:
                     preliminary["action"] = event.action
-    if finish_reason is None:
-        raise UpstreamError("the answer ended without finishing")
     return {
         "id": new_completion_id(),
         "object": "chat.completion",
@@ -150,12 +138,12 @@ async def collect_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "".join(parts)},
-                "finish_reason": finish_reason,
+                "message": {"role": "assistant", "content": answer.text},
+                "finish_reason": answer.finish_reason,
                 "logprobs": None,
             }
         ],
-        "usage": usage_body(usage),
+        "usage": usage_body(answer.usage or Usage(0, 0)),
         **({} if extension is None else {"nearline": {**extension, "preliminary": preliminary}}),
     }
 
