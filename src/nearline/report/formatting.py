@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from nearline.report.figures import SourceTiming
+
 
 def duration(ms: float | None) -> str:
     if ms is None:
@@ -35,3 +37,17 @@ def moment(ts: float | None) -> str:
     if ts is None:
         return "—"
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def timing_cells(source: SourceTiming) -> list[str]:
+    """One source's row of the "where the time goes" table: requests, first useful content
+    p50/p95, first token p50, end of answer p50/p95."""
+    return [
+        source.source,
+        str(source.requests),
+        duration(source.first_useful.p50_ms),
+        duration(source.first_useful.p95_ms),
+        duration(source.first_token.p50_ms),
+        duration(source.total.p50_ms),
+        duration(source.total.p95_ms),
+    ]

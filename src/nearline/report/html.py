@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from html import escape
 
 from nearline.report.figures import BANDS, FLOW_LIMIT_S, NO_CONTENT, Report
-from nearline.report.formatting import duration, moment, share, usd
+from nearline.report.formatting import duration, moment, share, timing_cells, usd
 from nearline.report.svg import BarRow, Segment, bar_chart, legend
 
 BAND_COLOURS = {
@@ -128,18 +128,7 @@ def _time(report: Report) -> str:
         )
         for s in report.sources
     ]
-    figures = [
-        [
-            s.source,
-            str(s.requests),
-            duration(s.first_useful.p50_ms),
-            duration(s.first_useful.p95_ms),
-            duration(s.first_token.p50_ms),
-            duration(s.total.p50_ms),
-            duration(s.total.p95_ms),
-        ]
-        for s in report.sources
-    ]
+    figures = [timing_cells(s) for s in report.sources]
     header = ["source", "requests", "first useful p50", "p95", "first token p50", "total p50"]
     return "\n".join(
         [

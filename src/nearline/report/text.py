@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nearline.report.figures import BANDS, FLOW_LIMIT_S, NO_CONTENT, PathFigures, Report
-from nearline.report.formatting import duration, moment, share, usd
+from nearline.report.formatting import duration, moment, share, timing_cells, usd
 
 BAR_WIDTH = 24
 BAND_HEADERS = ("instant", "flow", "attention", "lost", "none")
@@ -74,17 +74,7 @@ def _time(report: Report) -> list[str]:
     header = ["source", "requests", "useful p50", "p95", "token p50", "total p50", "p95"]
     header.append("mean: waiting ▓ + streaming ░")
     rows = [
-        [
-            s.source,
-            str(s.requests),
-            duration(s.first_useful.p50_ms),
-            duration(s.first_useful.p95_ms),
-            duration(s.first_token.p50_ms),
-            duration(s.total.p50_ms),
-            duration(s.total.p95_ms),
-            _bar(s.mean_wait_ms, s.mean_after_ms, longest),
-        ]
-        for s in report.sources
+        [*timing_cells(s), _bar(s.mean_wait_ms, s.mean_after_ms, longest)] for s in report.sources
     ]
     return [
         "WHERE THE TIME GOES — per source: first useful content, first token, end of answer",
