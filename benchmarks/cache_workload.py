@@ -26,17 +26,16 @@ from pathlib import Path
 
 import httpx
 import orjson
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nearline.testing import free_port, wait_until_ready
 from workload import (
     TraceRequest,
     build_trace,
     describe,
+    gateway_config,
+    mock_and_gateways,
     percentile,
-    start_nearline,
-    tenant_keys,
+    replay,
 )
 
 
@@ -47,23 +46,6 @@ class Result:
     ttft_ms: float
     tokens: int
     similarity: float | None
-
-
-def gateway_config(mock_port: int, cached: bool, folder: Path) -> Path:
-    path = folder / f"nearline-{'cached' if cached else 'uncached'}.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "server": {"log_level": "warning"},
-                "auth": {"keys": tenant_keys()},
-                "cache": {"exact": {"enabled": cached}, "semantic": {"enabled": cached}},
-                "request_log": {"sqlite_path": str(folder / f"log-{cached}.sqlite")},
-                "providers": {"paid": {"base_url": f"http://127.0.0.1:{mock_port}/v1"}},
-                "models": {"m": {"provider": "paid", "upstream_model": "mock-1"}},
-            }
-        )
-    )
-    return path
 
 
 async def ask(client: httpx.AsyncClient, url: str, request: TraceRequest) -> Result:
@@ -95,23 +77,17 @@ async def ask(client: httpx.AsyncClient, url: str, request: TraceRequest) -> Res
     )
 
 
-async def replay(
+async def replay_both(
     trace: list[TraceRequest], cached_url: str, plain_url: str, concurrency: int
 ) -> tuple[list[Result], list[Result]]:
     cached: list[Result] = []
     plain: list[Result] = []
-    queue: asyncio.Queue[TraceRequest] = asyncio.Queue()
-    for request in trace:
-        queue.put_nowait(request)
-    async with httpx.AsyncClient(timeout=120) as client:
 
-        async def worker() -> None:
-            while not queue.empty():
-                request = queue.get_nowait()
-                cached.append(await ask(client, cached_url, request))
-                plain.append(await ask(client, plain_url, request))
+    async def both(client: httpx.AsyncClient, request: TraceRequest) -> None:
+        cached.append(await ask(client, cached_url, request))
+        plain.append(await ask(client, plain_url, request))
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await replay(trace, concurrency, both)
     return cached, plain
 
 
@@ -158,36 +134,26 @@ def main() -> None:
     args = parser.parse_args()
     trace = build_trace(requests=args.requests)
     folder = Path(tempfile.mkdtemp())
-    mock_port, cached_port, plain_port = free_port(), free_port(), free_port()
-    processes = [
-        start_nearline(
-            [
-                "mock-upstream",
-                "--port",
-                str(mock_port),
-                "--ttft-ms",
-                "300",
-                "--tokens-per-s",
-                "100",
-                "--tokens",
-                "30",
-            ]
+    model = {"m": {"provider": "paid", "upstream_model": "mock-1"}}
+
+    def configs(mock_port: int) -> dict[str, Path]:
+        return {
+            name: gateway_config(
+                folder,
+                name,
+                mock_port,
+                models=model,
+                cache={"exact": {"enabled": cached}, "semantic": {"enabled": cached}},
+            )
+            for name, cached in (("cached", True), ("plain", False))
+        }
+
+    mock = ["--ttft-ms", "300", "--tokens-per-s", "100", "--tokens", "30"]
+    with mock_and_gateways(mock, configs) as urls:
+        cached, plain = asyncio.run(
+            replay_both(trace, urls["cached"], urls["plain"], args.concurrency)
         )
-    ]
-    for port, cached in ((cached_port, True), (plain_port, False)):
-        config = gateway_config(mock_port, cached, folder)
-        processes.append(start_nearline(["serve", "--config", str(config), "--port", str(port)]))
-    try:
-        wait_until_ready(f"http://127.0.0.1:{mock_port}", path="/v1/models")
-        cached_url, plain_url = (f"http://127.0.0.1:{p}" for p in (cached_port, plain_port))
-        wait_until_ready(cached_url, timeout_s=120)
-        wait_until_ready(plain_url)
-        cached, plain = asyncio.run(replay(trace, cached_url, plain_url, args.concurrency))
-        report(trace, cached, plain)
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=20)
+    report(trace, cached, plain)
 
 
 if __name__ == "__main__":

@@ -23,41 +23,17 @@ from pathlib import Path
 
 import httpx
 import orjson
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nearline.testing import free_port, wait_until_ready
 from workload import (
     TraceRequest,
     build_trace,
     describe,
+    gateway_config,
+    mock_and_gateways,
     percentile,
-    start_nearline,
-    tenant_keys,
+    replay,
 )
-
-
-def config(mock_port: int, progressive: bool, folder: Path) -> Path:
-    path = folder / f"nearline-{progressive}.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "server": {"log_level": "warning"},
-                "auth": {"keys": tenant_keys()},
-                "request_log": {"sqlite_path": str(folder / f"log-{progressive}.sqlite")},
-                "providers": {"paid": {"base_url": f"http://127.0.0.1:{mock_port}/v1"}},
-                "models": {
-                    "m": {
-                        "provider": "paid",
-                        "upstream_model": "mock-1",
-                        "progressive": progressive,
-                    },
-                    "smollm2-135m-instruct": {"provider": "local"},
-                },
-            }
-        )
-    )
-    return path
 
 
 async def first_useful(
@@ -92,24 +68,18 @@ async def first_useful(
     return path, (at - began) * 1000
 
 
-async def replay(
+async def replay_all(
     trace: list[TraceRequest], urls: dict[str, str], concurrency: int
 ) -> dict[str, dict[str, list[float]]]:
     results: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in urls}
-    queue: asyncio.Queue[TraceRequest] = asyncio.Queue()
-    for request in trace:
-        queue.put_nowait(request)
-    async with httpx.AsyncClient(timeout=120) as client:
 
-        async def worker() -> None:
-            while not queue.empty():
-                request = queue.get_nowait()
-                for name, url in urls.items():
-                    path, ms = await first_useful(client, url, request)
-                    results[name][path].append(ms)
-                    results[name]["all"].append(ms)
+    async def each_gateway(client: httpx.AsyncClient, request: TraceRequest) -> None:
+        for name, url in urls.items():
+            path, ms = await first_useful(client, url, request)
+            results[name][path].append(ms)
+            results[name]["all"].append(ms)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await replay(trace, concurrency, each_gateway)
     return results
 
 
@@ -120,50 +90,38 @@ def main() -> None:
     args = parser.parse_args()
     trace = build_trace(requests=args.requests)
     folder = Path(tempfile.mkdtemp())
-    mock_port = free_port()
-    ports = {"progressive": free_port(), "plain": free_port()}
-    processes = [
-        start_nearline(
-            [
-                "mock-upstream",
-                "--port",
-                str(mock_port),
-                "--ttft-ms",
-                "1500",
-                "--tokens-per-s",
-                "40",
-                "--tokens",
-                "40",
-            ]
-        )
-    ]
-    for name, port in ports.items():
-        path = config(mock_port, name == "progressive", folder)
-        processes.append(start_nearline(["serve", "--config", str(path), "--port", str(port)]))
-    try:
-        wait_until_ready(f"http://127.0.0.1:{mock_port}", path="/v1/models")
-        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        for url in urls.values():
-            wait_until_ready(url, timeout_s=120)
-        results = asyncio.run(replay(trace, urls, args.concurrency))
-        print(
-            f"# {time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} cores | load "
-            f"{os.getloadavg()[0]:.2f} | {len(trace)} requests: {describe(trace)} | "
-            f"mock: 1.5 s to first token, 40 tokens/s | concurrency {args.concurrency}"
-        )
-        print("| gateway | first useful content from | requests | p50 (ms) | p95 (ms) |")
-        print("|---|---|---:|---:|---:|")
-        for name, paths in results.items():
-            for path in sorted(paths, key=lambda p: (p == "all", p)):
-                values = paths[path]
-                print(
-                    f"| {name} | {path} | {len(values)} | {percentile(values, 0.5):.0f} "
-                    f"| {percentile(values, 0.95):.0f} |"
-                )
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=20)
+
+    def configs(mock_port: int) -> dict[str, Path]:
+        return {
+            name: gateway_config(
+                folder,
+                name,
+                mock_port,
+                models={
+                    "m": {"provider": "paid", "upstream_model": "mock-1", "progressive": on},
+                    "smollm2-135m-instruct": {"provider": "local"},
+                },
+            )
+            for name, on in (("progressive", True), ("plain", False))
+        }
+
+    mock = ["--ttft-ms", "1500", "--tokens-per-s", "40", "--tokens", "40"]
+    with mock_and_gateways(mock, configs) as urls:
+        results = asyncio.run(replay_all(trace, urls, args.concurrency))
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} cores | load "
+        f"{os.getloadavg()[0]:.2f} | {len(trace)} requests: {describe(trace)} | "
+        f"mock: 1.5 s to first token, 40 tokens/s | concurrency {args.concurrency}"
+    )
+    print("| gateway | first useful content from | requests | p50 (ms) | p95 (ms) |")
+    print("|---|---|---:|---:|---:|")
+    for name, paths in results.items():
+        for path in sorted(paths, key=lambda p: (p == "all", p)):
+            values = paths[path]
+            print(
+                f"| {name} | {path} | {len(values)} | {percentile(values, 0.5):.0f} "
+                f"| {percentile(values, 0.95):.0f} |"
+            )
 
 
 if __name__ == "__main__":

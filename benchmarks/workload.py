@@ -8,19 +8,25 @@ set drawn from the same pool, so a tenant's repeat never matches another tenant'
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import random
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
+import yaml
 
 from nearline.config import hash_api_key
+from nearline.testing import free_port, wait_until_ready
 
 PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "semantic" / "qqp_pairs_dev.csv"
 
@@ -99,6 +105,65 @@ def start_nearline(args: list[str]) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def gateway_config(folder: Path, name: str, mock_port: int, **sections: Any) -> Path:
+    """A ``nearline serve`` config for the trace: its tenants' keys, a request log of its
+    own, the mock upstream as provider ``paid``; ``sections`` add or replace sections."""
+    path = folder / f"nearline-{name}.yaml"
+    config: dict[str, Any] = {
+        "server": {"log_level": "warning"},
+        "auth": {"keys": tenant_keys()},
+        "request_log": {"sqlite_path": str(folder / f"log-{name}.sqlite")},
+        "providers": {"paid": {"base_url": f"http://127.0.0.1:{mock_port}/v1"}},
+        **sections,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextmanager
+def mock_and_gateways(
+    mock_flags: list[str], configs: Callable[[int], dict[str, Path]]
+) -> Iterator[dict[str, str]]:
+    """Start ``nearline mock-upstream MOCK_FLAGS`` and one ``nearline serve`` per config that
+    ``configs(mock_port)`` names; yield each gateway's URL by name once all are ready."""
+    mock_port = free_port()
+    processes = [start_nearline(["mock-upstream", "--port", str(mock_port), *mock_flags])]
+    try:
+        urls: dict[str, str] = {}
+        for name, config in configs(mock_port).items():
+            port = free_port()
+            processes.append(
+                start_nearline(["serve", "--config", str(config), "--port", str(port)])
+            )
+            urls[name] = f"http://127.0.0.1:{port}"
+        wait_until_ready(f"http://127.0.0.1:{mock_port}", path="/v1/models")
+        for url in urls.values():
+            wait_until_ready(url, timeout_s=120)
+        yield urls
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+async def replay(
+    trace: list[TraceRequest],
+    concurrency: int,
+    handle: Callable[[httpx.AsyncClient, TraceRequest], Awaitable[None]],
+) -> None:
+    """Send the trace in order from ``concurrency`` clients sharing one HTTP client."""
+    queue: asyncio.Queue[TraceRequest] = asyncio.Queue()
+    for request in trace:
+        queue.put_nowait(request)
+    async with httpx.AsyncClient(timeout=120) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                await handle(client, queue.get_nowait())
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 def tenant_keys(tenants: int = 3) -> list[dict[str, str]]:
