@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,9 @@ import aiohttp
 import yaml
 
 from nearline.testing import free_port, wait_until_ready
+
+sys.path.insert(0, str(Path(__file__).parent))
+from workload import start_nearline
 
 BODY = {
     "model": "mock",
@@ -95,14 +97,6 @@ def proc_peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "nearline", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rates", type=int, nargs="+", default=[100, 500, 1000])
@@ -111,7 +105,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     mock_port, gateway_port = free_port(), free_port()
-    mock = start(
+    mock = start_nearline(
         [
             "mock-upstream",
             "--port",
@@ -142,7 +136,7 @@ async def main() -> None:
             }
         )
     )
-    gateway = start(["serve", "--config", str(config), "--port", str(gateway_port)])
+    gateway = start_nearline(["serve", "--config", str(config), "--port", str(gateway_port)])
     try:
         mock_url = f"http://127.0.0.1:{mock_port}"
         gateway_url = f"http://127.0.0.1:{gateway_port}"

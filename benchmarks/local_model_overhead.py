@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from nearline.providers.local import default_model_path
-from nearline.testing import free_port, wait_until_ready
+from nearline.testing import serve_in_process
 
 sys.path.insert(0, str(Path(__file__).parent))
 from workload import stream_chat
@@ -94,17 +93,9 @@ def main() -> None:
         eos_token=llm._model.token_get_text(llm.token_eos()),
         bos_token=llm._model.token_get_text(llm.token_bos()),
     )
-    port = free_port()
     config = Path(tempfile.mkdtemp()) / "nearline.yaml"
     config.write_text(yaml.safe_dump({"server": {"log_level": "warning"}}))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "nearline", "serve", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(url)
+    with serve_in_process(config) as url:
         raw_run(llm, formatter, -1)
         gateway_run(url, -1)
         raw, via = [], []
@@ -125,9 +116,6 @@ def main() -> None:
             )
         added = statistics.median(v[0] - r[0] for r, v in zip(raw, via, strict=True))
         print(f"\nmedian added time to first token: {added:+.1f} ms")
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from nearline.testing import free_port, wait_until_ready
+from nearline.testing import serve_in_process
 
 sys.path.insert(0, str(Path(__file__).parent))
 from workload import percentile, stream_chat
@@ -48,20 +47,14 @@ def system_prompt(topic: str, seed: int) -> str:
     return f"You are the assistant of {topic}. Follow the house rules.\n" + "\n".join(rules)
 
 
-def start_gateway(state_cache_mb: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def gateway_config(state_cache_mb: int) -> Path:
     config = Path(tempfile.mkdtemp()) / "nearline.yaml"
     config.write_text(
         yaml.safe_dump(
             {"server": {"log_level": "warning"}, "local": {"state_cache_mb": state_cache_mb}}
         )
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nearline", "serve", "--config", str(config), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return process, f"http://127.0.0.1:{port}"
+    return config
 
 
 def turn(url: str, system: str, question: str) -> tuple[float, int, int]:
@@ -89,18 +82,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     prompts = [system_prompt(topic, i) for i, topic in enumerate(TOPICS)]
-    gateways = {
-        "saved KV states (default)": start_gateway(512),
-        "no saved states": start_gateway(0),
-    }
-    try:
-        for _, url in gateways.values():
-            wait_until_ready(url)
+    with (
+        serve_in_process(gateway_config(512)) as saved,
+        serve_in_process(gateway_config(0)) as unsaved,
+    ):
+        gateways = {"saved KV states (default)": saved, "no saved states": unsaved}
         results: dict[str, list[tuple[int, float, int, int]]] = {name: [] for name in gateways}
         for round_no in range(max(args.rounds, args.rounds_without)):
             for tenant, system in enumerate(prompts):
                 question = f"Question {round_no}: what does rule {round_no + tenant + 1} say?"
-                for name, (_, url) in gateways.items():
+                for name, url in gateways.items():
                     limit = args.rounds if name.startswith("saved") else args.rounds_without
                     if round_no < limit:
                         results[name].append((round_no, *turn(url, system, question)))
@@ -122,10 +113,6 @@ def main() -> None:
                 f"| {name} | {percentile(cold, 0.5):.0f} | {percentile(warm, 0.5):.0f} | "
                 f"{percentile(warm, 0.95):.0f} | {len(warm)} | {cached[len(cached) // 2]} |"
             )
-    finally:
-        for process, _ in gateways.values():
-            process.terminate()
-            process.wait(timeout=20)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from nearline.demo.fraud.model import train
 from nearline.stream.broker import Message, entry_id_ms
 from nearline.stream.metrics import percentile
 from nearline.stream.redis_streams import RedisStreamsBroker
+from nearline.testing import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 # the latency phase offers this rate (or half the measured capacity, if lower), so every
@@ -121,13 +121,6 @@ def worker_config(case: Case, source: str, results: str, model_path: Path) -> di
             ],
         },
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def start_workers(config_path: Path, ports: list[int]) -> list[subprocess.Popen[bytes]]:

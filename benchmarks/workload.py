@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import orjson
 import yaml
 
 from nearline.config import hash_api_key
-from nearline.testing import free_port, wait_until_ready
+from nearline.testing import free_port, serve_in_process, wait_until_ready
 
 PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "semantic" / "qqp_pairs_dev.csv"
 
@@ -129,23 +129,17 @@ def mock_and_gateways(
     """Start ``nearline mock-upstream MOCK_FLAGS`` and one ``nearline serve`` per config that
     ``configs(mock_port)`` names; yield each gateway's URL by name once all are ready."""
     mock_port = free_port()
-    processes = [start_nearline(["mock-upstream", "--port", str(mock_port), *mock_flags])]
+    mock = start_nearline(["mock-upstream", "--port", str(mock_port), *mock_flags])
     try:
-        urls: dict[str, str] = {}
-        for name, config in configs(mock_port).items():
-            port = free_port()
-            processes.append(
-                start_nearline(["serve", "--config", str(config), "--port", str(port)])
-            )
-            urls[name] = f"http://127.0.0.1:{port}"
         wait_until_ready(f"http://127.0.0.1:{mock_port}", path="/v1/models")
-        for url in urls.values():
-            wait_until_ready(url, timeout_s=120)
-        yield urls
+        with ExitStack() as gateways:
+            yield {
+                name: gateways.enter_context(serve_in_process(config))
+                for name, config in configs(mock_port).items()
+            }
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=20)
+        mock.terminate()
+        mock.wait(timeout=20)
 
 
 async def replay(

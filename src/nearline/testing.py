@@ -1,16 +1,21 @@
 """Test doubles and helpers shipped with nearline, for its own tests and for users' tests.
 
 ``serve_in_thread`` runs any ASGI app (the gateway, the mock upstream) on a real loopback
-socket, so tests talk real HTTP without a subprocess.
+socket, so tests talk real HTTP without a subprocess; ``serve_in_process`` runs a real
+``nearline serve`` process from a config file, as a user would.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -60,3 +65,28 @@ def wait_until_ready(base_url: str, timeout_s: float = 60.0, path: str = "/ready
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{base_url} did not become ready in {timeout_s} s")
+
+
+@contextmanager
+def serve_in_process(config: Path, *, ready_timeout_s: float = 120.0) -> Iterator[str]:
+    """Run ``nearline serve --config CONFIG`` on a free loopback port; yield its base URL once
+    ready; stop it afterwards. ``NEARLINE_*`` variables are not passed on: the file decides."""
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("NEARLINE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nearline", "serve", "--config", str(config), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, timeout_s=ready_timeout_s)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

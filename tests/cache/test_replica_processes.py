@@ -4,9 +4,6 @@ Answers come from nearline's mock upstream (a real HTTP server standing in for a
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +15,7 @@ import pytest
 import yaml
 
 from nearline.providers.mock import MockBehaviour, create_mock_app
-from nearline.testing import free_port, serve_in_thread, wait_until_ready
+from nearline.testing import serve_in_process, serve_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -39,30 +36,7 @@ def two_replicas(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
                 }
             )
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NEARLINE_")}
-        urls = []
-        for _ in range(2):
-            port = free_port()
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "nearline",
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--port",
-                    str(port),
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            exits.callback(process.wait, 20)
-            exits.callback(process.terminate)
-            urls.append(f"http://127.0.0.1:{port}")
-        for url in urls:
-            wait_until_ready(url, timeout_s=120)
+        urls = [exits.enter_context(serve_in_process(config)) for _ in range(2)]
         yield mock_url, urls[0], urls[1]
 
 

@@ -7,9 +7,6 @@ local model (SmolLM2-135M-Instruct through llama-cpp-python).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +16,7 @@ import yaml
 
 from nearline.config import hash_api_key
 from nearline.providers.mock import MockBehaviour, create_mock_app
-from nearline.testing import free_port, serve_in_thread, wait_until_ready
+from nearline.testing import serve_in_process, serve_in_thread
 
 ALPHA_KEY = "sk-test-alpha"
 BETA_KEY = "sk-test-beta"  # may only use the mock model
@@ -61,35 +58,8 @@ def gateway_url(mock_upstream_url: str, tmp_path_factory: pytest.TempPathFactory
     config_path = folder / "nearline.yaml"
     config = gateway_config(mock_upstream_url, folder / "requests.sqlite")
     config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEARLINE_")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nearline",
-            "serve",
-            "--config",
-            str(config_path),
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base_url)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        if process.stdout is not None:
-            process.stdout.close()
+    with serve_in_process(config_path) as url:
+        yield url
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import yaml
 
 from nearline.stream.broker import Message
 from nearline.stream.redis_streams import RedisStreamsBroker
+from nearline.testing import free_port
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -201,15 +202,6 @@ async def test_a_poison_entry_reaches_the_dead_letter_stream_of_a_worker_process
     assert sorted(int(r["n"]) for r in written) == [  # type: ignore[call-overload]
         n for n in range(20) if n != 7
     ]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def test_a_worker_process_serves_health_and_metrics_on_its_http_port(
