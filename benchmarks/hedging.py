@@ -38,15 +38,15 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 
 from nearline.config import load_settings
-from nearline.errors import NearlineError
-from nearline.providers.base import ProviderCall
-from nearline.providers.mock import MockBehaviour
-from nearline.providers.registry import build_providers
-from nearline.routing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
-from nearline.routing.telemetry import RoutingCounters
-from nearline.routing.tiered import TieredProvider
-from nearline.serving.events import Delta, Usage
-from nearline.serving.request import ChatRequest
+from nearline.core.errors import NearlineError
+from nearline.core.events import Delta, Usage
+from nearline.core.provider import ProviderCall
+from nearline.core.request import ChatRequest
+from nearline.gateway.providers.build import build_providers
+from nearline.gateway.routing.telemetry import RoutingCounters
+from nearline.gateway.routing.tiered import TieredProvider
+from nearline.testing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
+from nearline.testing.mock_upstream import MockBehaviour
 
 PROMPT_WORDS = 200
 MODES = ("off", "budget", "p95", "p90")

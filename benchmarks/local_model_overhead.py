@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from nearline.providers.local import default_model_path
+from nearline.gateway.providers.local import default_model_path
 from nearline.testing import serve_in_process
 
 sys.path.insert(0, str(Path(__file__).parent))

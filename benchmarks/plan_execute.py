@@ -20,13 +20,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from nearline.config import HttpProviderSettings
-from nearline.providers.base import Capabilities, Provider, ProviderCall
-from nearline.providers.mock import MockBehaviour
-from nearline.providers.openai_compat import OpenAICompatProvider
-from nearline.routing.deployment import DeploymentPrice
-from nearline.routing.mock_fleet import mock_upstreams
-from nearline.routing.plan import Endpoint, compare
-from nearline.serving.events import Delta, Event
+from nearline.core.events import Delta, Event
+from nearline.core.price import Price
+from nearline.core.provider import Capabilities, Provider, ProviderCall
+from nearline.gateway.plan import Endpoint, compare
+from nearline.gateway.providers.openai_compat import OpenAICompatProvider
+from nearline.testing.mock_fleet import mock_upstreams
+from nearline.testing.mock_upstream import MockBehaviour
 
 
 class NumberedPlan:
@@ -78,8 +78,8 @@ async def run(args: argparse.Namespace) -> str:
         try:
             comparison = await compare(
                 args.task,
-                Endpoint(strong_plan, "strong", DeploymentPrice(2.5, 10.0)),
-                Endpoint(cheap_http, "cheap", DeploymentPrice(0.15, 0.6)),
+                Endpoint(strong_plan, "strong", Price(input_per_mtok=2.5, output_per_mtok=10.0)),
+                Endpoint(cheap_http, "cheap", Price(input_per_mtok=0.15, output_per_mtok=0.6)),
                 max_steps=args.steps,
                 parallel=args.parallel,
                 max_tokens=args.answer_tokens,

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/router_eval.py [--data ../shared/data/routing]
 
-APGR and strong-call shares as RouteLLM defines them (see ``nearline.routing.evaluation``).
+APGR and strong-call shares as RouteLLM defines them (see ``nearline.training.evaluation``).
 Prompt embeddings come from the cache ``nearline train-router`` fills (``build/routing``), or
 are computed once (about ten minutes on two cores).
 """
@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from nearline.embed import load_embedder
-from nearline.routing.dataset import DEFAULT_DATA_DIR, load_examples
-from nearline.routing.embedding_cache import DEFAULT_CACHE_DIR, cached_embeddings
-from nearline.routing.learned import DEFAULT_ROUTER_PATH, LearnedRouter
-from nearline.routing.offline import evaluation_report, render_report
+from nearline.gateway.routing.learned import DEFAULT_ROUTER_PATH, LearnedRouter
+from nearline.training.dataset import load_examples
+from nearline.training.embedding_cache import DEFAULT_CACHE_DIR, cached_embeddings
+from nearline.training.offline import evaluation_report, render_report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/routing"))
     parser.add_argument("--router", type=Path, default=DEFAULT_ROUTER_PATH)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = parser.parse_args()

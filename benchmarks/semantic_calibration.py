@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from nearline.cache.guard import GuardPolicy, NearMissGuard
 from nearline.embed import load_embedder
+from nearline.gateway.cache.guard import GuardPolicy, NearMissGuard
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "semantic" / "qqp_pairs_dev.csv"
 BoolArray = npt.NDArray[np.bool_]

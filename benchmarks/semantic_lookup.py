@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 from redis.asyncio import Redis
 
-from nearline.cache.partition import partition_key
-from nearline.cache.semantic import SemanticCache
-from nearline.cache.semantic_store import RedisStore
 from nearline.embed import EmbeddingBatcher, load_embedder
+from nearline.gateway.cache.partition import partition_key
+from nearline.gateway.cache.semantic import SemanticCache
+from nearline.gateway.cache.semantic_store import RedisStore
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "semantic" / "qqp_pairs_dev.csv"
 REDIS_URL = "redis://127.0.0.1:6379/0"

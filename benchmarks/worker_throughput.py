@@ -40,12 +40,12 @@ import orjson
 import redis.asyncio as redis
 import yaml
 
-from nearline.demo.fraud.generator import GeneratorSettings, TransactionGenerator
-from nearline.demo.fraud.model import train
-from nearline.stream.broker import Message, entry_id_ms
-from nearline.stream.metrics import percentile
-from nearline.stream.redis_streams import RedisStreamsBroker
 from nearline.testing import free_port
+from nearline.worker.broker import Message, entry_id_ms
+from nearline.worker.demo.fraud.generator import GeneratorSettings, TransactionGenerator
+from nearline.worker.demo.fraud.model import train
+from nearline.worker.metrics import percentile
+from nearline.worker.redis_streams import RedisStreamsBroker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 # the latency phase offers this rate (or half the measured capacity, if lower), so every
@@ -98,11 +98,11 @@ def events_for(handler: str, count: int) -> list[dict[str, Any]]:
 def worker_config(case: Case, source: str, results: str, model_path: Path) -> dict[str, Any]:
     if case.handler == "fraud":
         handler = {
-            "handler": "nearline.demo.fraud.handler:build_handler",
+            "handler": "nearline.worker.demo.fraud.handler:build_handler",
             "options": {"model_path": str(model_path)},
         }
     else:
-        handler = {"handler": "nearline.stream.embedding:build_embedding_handler", "options": {}}
+        handler = {"handler": "nearline.worker.embedding:build_embedding_handler", "options": {}}
     return {
         "redis": {"url": REDIS_URL},
         "worker": {

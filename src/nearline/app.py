@@ -12,30 +12,31 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
 
 from nearline import __version__
-from nearline.api import admin, dashboard, health, metrics, openai, pages, ws
-from nearline.api.body_limit import BodyLimitMiddleware
-from nearline.api.errors import install_error_handlers
-from nearline.api.state import AppState
-from nearline.cache.exact import ExactCache
-from nearline.cache.exact_store import ExactStore, MemoryExactStore, RedisExactStore
-from nearline.cache.semantic import SemanticCache, SemanticThresholds
-from nearline.cache.semantic_store import MemoryStore, RedisStore, SemanticStore
 from nearline.config import Settings
 from nearline.embed import EmbeddingBatcher, load_embedder
-from nearline.providers.registry import build_providers
-from nearline.routing.build import build_router
-from nearline.routing.telemetry import RoutingCounters
-from nearline.serving.pipeline import ServingPipeline
-from nearline.telemetry.metrics import GatewayMetrics
-from nearline.telemetry.requestlog import (
+from nearline.gateway.api import admin, health, metrics, openai, pages, ws
+from nearline.gateway.api.body_limit import BodyLimitMiddleware
+from nearline.gateway.api.errors import install_error_handlers
+from nearline.gateway.api.state import AppState
+from nearline.gateway.cache.exact import ExactCache
+from nearline.gateway.cache.exact_store import ExactStore, MemoryExactStore, RedisExactStore
+from nearline.gateway.cache.semantic import SemanticCache, SemanticThresholds
+from nearline.gateway.cache.semantic_store import MemoryStore, RedisStore, SemanticStore
+from nearline.gateway.providers.build import build_providers
+from nearline.gateway.routing.build import build_router
+from nearline.gateway.routing.telemetry import RoutingCounters
+from nearline.gateway.serving.pipeline import ServingPipeline
+from nearline.gateway.telemetry.metrics import GatewayMetrics
+from nearline.gateway.telemetry.requestlog import (
     PostgresSink,
     Redactor,
     RequestLog,
     RowSink,
     SqliteSink,
 )
-from nearline.telemetry.tracing import UnexportedTracer, build_tracer_provider, tracer_from
-from nearline.tenancy import KeyRing
+from nearline.gateway.telemetry.tracing import UnexportedTracer, build_tracer_provider, tracer_from
+from nearline.gateway.tenancy import KeyRing
+from nearline.insights.dashboard import routes as dashboard
 
 
 def build_exact_cache(settings: Settings, redis_client: aioredis.Redis | None) -> ExactCache | None:

@@ -15,7 +15,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from nearline.app import create_app
-    from nearline.config import ConfigError, load_settings
+    from nearline.config import load_settings
+    from nearline.core.errors import ConfigError
 
     server: dict[str, object] = {}
     if args.host is not None:
@@ -47,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _mock_upstream(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from nearline.providers.mock import MockBehaviour, create_mock_app
+    from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
     behaviour = MockBehaviour(
         ttft_s=args.ttft_ms / 1000,
@@ -115,21 +116,21 @@ def _face_commands() -> list[Callable[[Any], None]]:
     """Each face registers its own subcommands (``worker``, ``demo``, ``advise``, ...)."""
     faces: list[Callable[[Any], None]] = []
     # One line per face, e.g.:
-    #   from nearline.stream.cli import add_commands as add_stream_commands
+    #   from nearline.worker.cli import add_commands as add_stream_commands
     #   faces.append(add_stream_commands)
-    from nearline.advise.cli import add_commands as add_advise_commands
+    from nearline.insights.advise.cli import add_commands as add_advise_commands
 
     faces.append(add_advise_commands)
-    from nearline.routing.cli import add_commands as add_routing_commands
+    from nearline.training.cli import add_commands as add_routing_commands
 
     faces.append(add_routing_commands)
-    from nearline.stream.cli import add_commands as add_stream_commands
+    from nearline.worker.cli import add_commands as add_stream_commands
 
     faces.append(add_stream_commands)
-    from nearline.warm import add_commands as add_warm_commands
+    from nearline.gateway.warm import add_commands as add_warm_commands
 
     faces.append(add_warm_commands)
-    from nearline.report.cli import add_commands as add_report_commands
+    from nearline.insights.report.cli import add_commands as add_report_commands
 
     faces.append(add_report_commands)
     return faces

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from nearline.advise.advisor import Mode, advise, delay_cost_usd
-from nearline.advise.bands import PerceptionBand
-from nearline.advise.profile import Profile, parse_profile
+from nearline.core.bands import PerceptionBand
+from nearline.insights.advise.advisor import Mode, advise, delay_cost_usd
+from nearline.insights.advise.profile import Profile, parse_profile
 
 
 def hand_profile(**path_changes: Any) -> Profile:

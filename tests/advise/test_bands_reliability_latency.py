@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nearline.advise.bands import PerceptionBand, band_of, next_faster, upper_limit_s
-from nearline.advise.latency import (
+from nearline.core.bands import PerceptionBand, band_of, next_faster, upper_limit_s
+from nearline.insights.advise.latency import (
     Latency,
     LatencyShare,
     deciding_share,
@@ -13,7 +13,7 @@ from nearline.advise.latency import (
     typical_delay_s,
     uniform_wait,
 )
-from nearline.advise.reliability import StepReliability, compound_reliability, weakest_step
+from nearline.insights.advise.reliability import StepReliability, compound_reliability, weakest_step
 
 
 @pytest.mark.parametrize(

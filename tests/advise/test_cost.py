@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nearline.advise.cost import batch_fill, instances_for, sized_rate, throughput_rps
-from nearline.advise.profile import CapacityInput, PathInput
+from nearline.insights.advise.cost import batch_fill, instances_for, sized_rate, throughput_rps
+from nearline.insights.advise.profile import CapacityInput, PathInput
 
 
 def path(**changes: object) -> PathInput:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nearline.cli import main
-from nearline.telemetry.requestlog import RequestLog, RequestRecord, SqliteSink
+from nearline.gateway.telemetry.requestlog import RequestLog, RequestRecord, SqliteSink
 
 
 def _row(model: str, source: str, first_ms: float, at: float) -> RequestRecord:

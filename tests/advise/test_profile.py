@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nearline.advise.profile import ProfileError, load_profile, parse_profile
+from nearline.insights.advise.profile import ProfileError, load_profile, parse_profile
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "advise"
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from nearline.advise.from_log import profile_from_log
-from nearline.advise.profile import parse_profile
-from nearline.advise.requestlog import (
+from nearline.insights.advise.from_log import profile_from_log
+from nearline.insights.advise.profile import parse_profile
+from nearline.insights.advise.requestlog import (
     JsonlRequestLog,
     RequestLogError,
     RequestLogRecord,

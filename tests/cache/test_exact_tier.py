@@ -18,8 +18,8 @@ import pytest
 
 from nearline.app import create_app
 from nearline.config import hash_api_key, load_settings
-from nearline.providers.mock import MockBehaviour, create_mock_app
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 KEYS = {"sk-a": "tenant-a", "sk-b": "tenant-b"}
 ADMIN = "sk-admin"

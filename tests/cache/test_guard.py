@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nearline.cache.guard import Mismatch, NearMissGuard
-from nearline.cache.semantic import SemanticThresholds
 from nearline.embed import Embedder
+from nearline.gateway.cache.guard import Mismatch, NearMissGuard
+from nearline.gateway.cache.semantic import SemanticThresholds
 
 HARD_NEGATIVES = [
     ("How do I convert 5 km to miles?", "How do I convert 5 miles to km?", Mismatch.UNIT),

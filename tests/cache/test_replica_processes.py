@@ -14,8 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from nearline.providers.mock import MockBehaviour, create_mock_app
 from nearline.testing import serve_in_process, serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 pytestmark = pytest.mark.slow
 

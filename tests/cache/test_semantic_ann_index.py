@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nearline.cache.ann_index import PartitionedIndex
+from nearline.gateway.cache.ann_index import PartitionedIndex
 
 DIM = 16
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nearline.cache.partition import partition_key
-from nearline.cache.semantic import SemanticCache, SemanticThresholds
 from nearline.embed import EmbeddingBatcher
+from nearline.gateway.cache.partition import partition_key
+from nearline.gateway.cache.semantic import SemanticCache, SemanticThresholds
 
 PARIS = partition_key("acme", "small-model")
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nearline.cache.partition import (
+from nearline.embed import EmbeddingBatcher
+from nearline.gateway.cache.partition import (
     Turn,
     parse_partition,
     partition_key,
     semantic_key,
 )
-from nearline.cache.semantic import SemanticCache, SemanticThresholds
-from nearline.embed import EmbeddingBatcher
+from nearline.gateway.cache.semantic import SemanticCache, SemanticThresholds
 
 FOLLOWUPS = Path(__file__).parents[3] / "shared" / "data" / "semantic" / "followup_queries.json"
 QUESTION = "What is the capital of France?"

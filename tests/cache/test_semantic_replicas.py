@@ -16,10 +16,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from nearline.cache.partition import partition_key
-from nearline.cache.semantic import SemanticCache
-from nearline.cache.semantic_store import RedisStore, SemanticStoreUnavailable
 from nearline.embed import EmbeddingBatcher
+from nearline.gateway.cache.partition import partition_key
+from nearline.gateway.cache.semantic import SemanticCache
+from nearline.gateway.cache.semantic_store import RedisStore, SemanticStoreUnavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PARTITION = partition_key("acme", "m1")
@@ -27,8 +27,8 @@ PARTITION = partition_key("acme", "m1")
 # A second gateway process: a SemanticCache on the same Redis, driven by JSON lines on stdin.
 REPLICA = """
 import asyncio, json, sys, time
-from nearline.cache.semantic import SemanticCache
-from nearline.cache.semantic_store import RedisStore, SemanticStoreUnavailable
+from nearline.gateway.cache.semantic import SemanticCache
+from nearline.gateway.cache.semantic_store import RedisStore, SemanticStoreUnavailable
 from nearline.embed import EmbeddingBatcher, load_embedder
 
 async def main() -> None:

@@ -15,8 +15,8 @@ import pytest
 
 from nearline.app import create_app
 from nearline.config import load_settings
-from nearline.providers.mock import MockBehaviour, create_mock_app
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
 UPSTREAMS = {

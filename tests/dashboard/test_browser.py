@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nearline.stream.metrics import WorkerMetrics
 from nearline.testing import serve_in_thread
+from nearline.worker.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.slow
 

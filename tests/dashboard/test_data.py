@@ -11,9 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nearline.config import ConfigError, load_settings
-from nearline.stream.metrics import WorkerMetrics
+from nearline.config import load_settings
+from nearline.core.errors import ConfigError
 from nearline.testing import free_port, serve_in_thread
+from nearline.worker.metrics import WorkerMetrics
 
 
 def metric_sum(metrics_text: str, name: str) -> float:

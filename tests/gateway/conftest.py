@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from nearline.config import hash_api_key
-from nearline.providers.mock import MockBehaviour, create_mock_app
 from nearline.testing import serve_in_process, serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 ALPHA_KEY = "sk-test-alpha"
 BETA_KEY = "sk-test-beta"  # may only use the mock model

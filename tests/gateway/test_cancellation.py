@@ -14,12 +14,12 @@ import pytest
 
 from nearline.app import create_app
 from nearline.config import LocalModelSettings, load_settings
-from nearline.providers.base import ProviderCall
-from nearline.providers.local import LocalProvider
-from nearline.providers.mock import MockBehaviour, create_mock_app
-from nearline.serving.events import Delta
-from nearline.serving.request import ChatRequest
+from nearline.core.events import Delta
+from nearline.core.provider import ProviderCall
+from nearline.core.request import ChatRequest
+from nearline.gateway.providers.local import LocalProvider
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from nearline.app import create_app
-from nearline.config import ConfigError, hash_api_key, load_settings
-from nearline.providers.mock import MockBehaviour, create_mock_app
+from nearline.config import hash_api_key, load_settings
+from nearline.core.errors import ConfigError
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 
 def test_yaml_file_and_environment_are_merged_env_wins(tmp_path: Path, monkeypatch):

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from nearline.errors import Overloaded
-from nearline.providers.fair_queue import FairQueue
+from nearline.core.errors import Overloaded
+from nearline.gateway.providers.fair_queue import FairQueue
 
 
 async def test_waiting_tenants_take_turns():

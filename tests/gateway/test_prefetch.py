@@ -9,8 +9,8 @@ import httpx
 
 from nearline.app import create_app
 from nearline.config import load_settings
-from nearline.providers.mock import MockBehaviour, create_mock_app
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 FIRST = ["What is the capital of France?", "What's the capital city of France?"]
 NEXT = ["What famous landmarks are in Paris?", "Which famous landmarks can I visit in Paris?"]

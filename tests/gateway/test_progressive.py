@@ -21,8 +21,8 @@ from fastapi import FastAPI
 
 from nearline.app import create_app
 from nearline.config import load_settings
-from nearline.providers.mock import MockBehaviour, create_mock_app, deterministic_words
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app, deterministic_words
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from nearline.app import create_app
 from nearline.config import DEFAULT_MODEL_NAME, load_settings
-from nearline.providers.mock import MockBehaviour, create_mock_app
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 PAID_MODEL = "big"
 DRAFT_MODEL = DEFAULT_MODEL_NAME  # the light local model that drafts preliminaries

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page
 
-from nearline.providers.mock import MockBehaviour, deterministic_words
+from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from nearline.config import hash_api_key
-from nearline.providers.mock import MockBehaviour, deterministic_words
+from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from nearline.cli import main
-from nearline.providers.mock import MockBehaviour
-from nearline.warm import LineError, parse_line, read_questions
+from nearline.gateway.warm import LineError, parse_line, read_questions
+from nearline.testing.mock_upstream import MockBehaviour
 
 QUESTIONS = [
     "What is a latency budget?",

@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from nearline.config import hash_api_key
-from nearline.providers.mock import MockBehaviour, deterministic_words
+from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 KEY = "sk-ws-alpha"
 LIMITED_KEY = "sk-ws-beta"  # may use only a model that does not exist here

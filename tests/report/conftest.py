@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from nearline.telemetry.requestlog import RequestRecord
+from nearline.gateway.telemetry.requestlog import RequestRecord
 
 NOW = time.time()
 

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from nearline.cli import main
-from nearline.report.advise_adapter import GatewayRequestLog
-from nearline.report.logsource import LogLocation
-from nearline.telemetry.requestlog import TABLE, PostgresSink, RequestRecord, SqliteSink
+from nearline.gateway.telemetry.requestlog import TABLE, PostgresSink, RequestRecord, SqliteSink
+from nearline.insights.report.advise_adapter import GatewayRequestLog
+from nearline.insights.report.logsource import LogLocation
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nearline.report.figures import build_report, percentile
+from nearline.insights.report.figures import build_report, percentile
 
 # Waits (time to first useful content, else the whole duration) of model m's computed
 # answers: 50, 1000, 2500, 3000 (abandoned), 12000 (error).

@@ -9,17 +9,17 @@ import asyncio
 import pytest
 
 from nearline.config import load_settings
-from nearline.providers.base import ProviderCall
-from nearline.providers.mock import MockBehaviour, create_mock_app
-from nearline.providers.registry import build_providers
-from nearline.routing.breaker import BreakerState, CircuitBreaker
-from nearline.routing.mock_fleet import mock_upstreams
-from nearline.routing.settings import BreakerSettings
-from nearline.routing.telemetry import RoutingCounters
-from nearline.routing.tiered import TieredProvider
-from nearline.serving.events import Done
-from nearline.serving.request import ChatRequest
+from nearline.config.routing import BreakerSettings
+from nearline.core.events import Done
+from nearline.core.provider import ProviderCall
+from nearline.core.request import ChatRequest
+from nearline.gateway.providers.build import build_providers
+from nearline.gateway.routing.breaker import BreakerState, CircuitBreaker
+from nearline.gateway.routing.telemetry import RoutingCounters
+from nearline.gateway.routing.tiered import TieredProvider
 from nearline.testing import free_port, serve_in_thread
+from nearline.testing.mock_fleet import mock_upstreams
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 
 class Clock:

@@ -9,20 +9,20 @@ from typing import Any
 import pytest
 
 from nearline.config import load_settings
-from nearline.providers.base import Capabilities, ProviderCall
-from nearline.providers.mock import MockBehaviour, deterministic_words
-from nearline.providers.registry import build_providers
-from nearline.routing.cascade import CascadeProvider
-from nearline.routing.confidence import (
+from nearline.core.events import CollectedAnswer, Delta, Done, Event, Preliminary, Replace, Usage
+from nearline.core.provider import Capabilities, ProviderCall
+from nearline.core.request import ChatRequest
+from nearline.gateway.providers.build import build_providers
+from nearline.gateway.routing.cascade import CascadeProvider
+from nearline.gateway.routing.confidence import (
     HeuristicConfidence,
     VerifierConfidence,
     heuristic_confidence,
 )
-from nearline.routing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
-from nearline.routing.telemetry import RoutingCounters
-from nearline.serving.events import CollectedAnswer, Delta, Done, Event, Preliminary, Replace, Usage
-from nearline.serving.request import ChatRequest
-from nearline.telemetry.metrics import GatewayMetrics
+from nearline.gateway.routing.telemetry import RoutingCounters
+from nearline.gateway.telemetry.metrics import GatewayMetrics
+from nearline.testing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
+from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 QUICK = MockBehaviour(ttft_s=0.01, tokens_per_s=2000)
 MESSAGES = [{"role": "user", "content": "what is a cascade?"}]

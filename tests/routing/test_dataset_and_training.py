@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nearline.routing.dataset import (
+from nearline.testing.routing import KeywordEmbedder, write_dataset
+from nearline.training.dataset import (
     STRONG_MODEL,
     WEAK_MODEL,
     RoutingDataError,
     load_examples,
     split,
 )
-from nearline.routing.embedding_cache import cached_embeddings
-from nearline.routing.testing import KeywordEmbedder, write_dataset
-from nearline.routing.training import fit_logistic, train
+from nearline.training.embedding_cache import cached_embeddings
+from nearline.training.training import fit_logistic, train
 
 
 def test_examples_are_read_and_contaminated_prompts_dropped(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nearline.routing.evaluation import evaluate, quality_curve
+from nearline.training.evaluation import evaluate, quality_curve
 
 
 def test_hand_worked_curve_and_apgr() -> None:

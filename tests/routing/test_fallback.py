@@ -10,26 +10,27 @@ from typing import Any
 
 import pytest
 
-from nearline.config import ConfigError, load_settings
-from nearline.errors import (
+from nearline.config import load_settings
+from nearline.config.routing import TierSettings
+from nearline.core.errors import (
+    ConfigError,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
 )
-from nearline.providers.base import Capabilities, Deadline, ProviderCall
-from nearline.providers.mock import MockBehaviour, deterministic_words
-from nearline.providers.registry import build_providers
-from nearline.routing.breaker import BreakerState, CircuitBreaker
-from nearline.routing.deployment import Deployment
-from nearline.routing.hedging import is_retryable
-from nearline.routing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
-from nearline.routing.settings import TierSettings
-from nearline.routing.telemetry import RoutingCounters
-from nearline.routing.tiered import TieredProvider
-from nearline.serving.events import Delta, Done, Event
-from nearline.serving.request import ChatRequest
+from nearline.core.events import Delta, Done, Event
+from nearline.core.provider import Capabilities, Deadline, ProviderCall
+from nearline.core.request import ChatRequest
+from nearline.gateway.providers.build import build_providers
+from nearline.gateway.routing.breaker import BreakerState, CircuitBreaker
+from nearline.gateway.routing.deployment import Deployment
+from nearline.gateway.routing.hedging import is_retryable
+from nearline.gateway.routing.telemetry import RoutingCounters
+from nearline.gateway.routing.tiered import TieredProvider
 from nearline.testing import free_port
+from nearline.testing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
+from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 HEALTHY = MockBehaviour(ttft_s=0.01, tokens_per_s=2000)
 MESSAGES = [{"role": "user", "content": "fall back"}]

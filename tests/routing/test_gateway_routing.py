@@ -12,10 +12,10 @@ import pytest
 
 from nearline.app import create_app
 from nearline.config import load_settings
-from nearline.providers.mock import MockBehaviour
-from nearline.routing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
-from nearline.routing.tiered import TieredProvider
+from nearline.gateway.routing.tiered import TieredProvider
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
+from nearline.testing.mock_upstream import MockBehaviour
 
 STALL_S = 5.0
 FAST = MockBehaviour(ttft_s=0.02, tokens_per_s=2000)

@@ -11,19 +11,19 @@ from typing import Any
 import pytest
 
 from nearline.config import load_settings
-from nearline.providers.base import Deadline, ProviderCall
-from nearline.providers.mock import MockBehaviour, deterministic_words
-from nearline.providers.registry import build_providers
-from nearline.routing.breaker import CircuitBreaker
-from nearline.routing.deployment import Deployment
-from nearline.routing.hedging import hedge_delay
-from nearline.routing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
-from nearline.routing.settings import BreakerSettings, HedgeSettings
-from nearline.routing.telemetry import RoutingCounters
-from nearline.routing.tiered import TieredProvider
-from nearline.serving.events import Delta, Done, Event
-from nearline.serving.request import ChatRequest
-from nearline.telemetry.metrics import GatewayMetrics
+from nearline.config.routing import BreakerSettings, HedgeSettings
+from nearline.core.events import Delta, Done, Event
+from nearline.core.provider import Deadline, ProviderCall
+from nearline.core.request import ChatRequest
+from nearline.gateway.providers.build import build_providers
+from nearline.gateway.routing.breaker import CircuitBreaker
+from nearline.gateway.routing.deployment import Deployment
+from nearline.gateway.routing.hedging import hedge_delay
+from nearline.gateway.routing.telemetry import RoutingCounters
+from nearline.gateway.routing.tiered import TieredProvider
+from nearline.gateway.telemetry.metrics import GatewayMetrics
+from nearline.testing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
+from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 STALL_S = 5.0
 FAST = MockBehaviour(ttft_s=0.02, tokens_per_s=2000)

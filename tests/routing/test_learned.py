@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from nearline.embed import load_embedder
-from nearline.routing.learned import (
+from nearline.gateway.routing.learned import (
     DEFAULT_ROUTER_PATH,
     LearnedRouter,
     RouterFile,
     RouterFileError,
 )
-from nearline.routing.offline import LEARNED, build_router, render_report
-from nearline.routing.testing import KeywordEmbedder, write_dataset
+from nearline.testing.routing import KeywordEmbedder, write_dataset
+from nearline.training.offline import LEARNED, build_router, render_report
 
 
 def spec(**changes: object) -> RouterFile:

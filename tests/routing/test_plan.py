@@ -9,17 +9,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 from nearline.config import HttpProviderSettings
-from nearline.providers.base import Capabilities, ProviderCall
-from nearline.providers.mock import MockBehaviour
-from nearline.providers.openai_compat import OpenAICompatProvider
-from nearline.routing.deployment import DeploymentPrice
-from nearline.routing.mock_fleet import mock_upstreams
-from nearline.routing.plan import Endpoint, compare, parse_plan, plan_and_execute
-from nearline.serving.events import Delta, Done, Event, Usage
+from nearline.core.events import Delta, Done, Event, Usage
+from nearline.core.price import Price
+from nearline.core.provider import Capabilities, ProviderCall
+from nearline.gateway.plan import Endpoint, compare, parse_plan, plan_and_execute
+from nearline.gateway.providers.openai_compat import OpenAICompatProvider
+from nearline.testing.mock_fleet import mock_upstreams
+from nearline.testing.mock_upstream import MockBehaviour
 
 PLAN = "Here is the plan:\n1. Find the facts\n2) Write the summary\nStep 3: Check the numbers\n"
-STRONG = DeploymentPrice(input_per_mtok=10.0, output_per_mtok=30.0)
-CHEAP = DeploymentPrice(input_per_mtok=0.1, output_per_mtok=0.4)
+STRONG = Price(input_per_mtok=10.0, output_per_mtok=30.0)
+CHEAP = Price(input_per_mtok=0.1, output_per_mtok=0.4)
 
 
 class ScriptedProvider:

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from nearline.config import ConfigError, load_settings
-from nearline.providers.base import ProviderCall
-from nearline.routing.build import build_router
-from nearline.routing.rules import LearnedPolicy, Router, RulePolicy
-from nearline.routing.settings import RoutingSettings
-from nearline.serving.request import ChatRequest
+from nearline.config import load_settings
+from nearline.config.routing import RoutingSettings
+from nearline.core.errors import ConfigError
+from nearline.core.provider import ProviderCall
+from nearline.core.request import ChatRequest
+from nearline.gateway.routing.build import build_router
+from nearline.gateway.routing.rules import LearnedPolicy, Router, RulePolicy
 
 TIERS = {
     name: {"deployments": [{"provider": "p", "upstream_model": name}]}

@@ -8,9 +8,9 @@ import httpx
 
 from nearline.app import create_app
 from nearline.config import hash_api_key, load_settings
-from nearline.providers.mock import MockBehaviour, create_mock_app
-from nearline.routing.mock_fleet import mock_upstreams, provider_settings
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_fleet import mock_upstreams, provider_settings
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 
 def _count(url: str) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from nearline.serving.events import Delta, Done, Event, Preliminary, Replace, Usage
-from nearline.serving.progressive import with_preliminary
+from nearline.core.events import Delta, Done, Event, Preliminary, Replace, Usage
+from nearline.gateway.serving.progressive import with_preliminary
 
 
 class Source:

@@ -13,9 +13,9 @@ from typing import Protocol
 import pytest
 import redis.asyncio as redis
 
-from nearline.stream.broker import Broker, StreamBound
-from nearline.stream.memory import MemoryBroker
-from nearline.stream.redis_streams import RedisStreamsBroker
+from nearline.worker.broker import Broker, StreamBound
+from nearline.worker.memory import MemoryBroker
+from nearline.worker.redis_streams import RedisStreamsBroker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -42,7 +42,7 @@ async def _make_broker(kind: str, bound: StreamBound | None) -> Broker:
         return MemoryBroker(bound)
     if kind == "redis":
         return RedisStreamsBroker.from_url(REDIS_URL, bound)
-    from nearline.stream.rabbitmq import RabbitMQBroker
+    from nearline.worker.rabbitmq import RabbitMQBroker
 
     return await RabbitMQBroker.connect(RABBITMQ_URL, bound, queue_expires_ms=300_000)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nearline.stream.broker import Broker, Consumer, Entry, Message, StreamBound, StreamFull
+from nearline.worker.broker import Broker, Consumer, Entry, Message, StreamBound, StreamFull
 
 if TYPE_CHECKING:
     from tests.stream.conftest import MakeBroker

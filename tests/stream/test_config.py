@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nearline.config import ConfigError, load_settings
-from nearline.stream.broker import Entry
-from nearline.stream.build import build_pipelines, open_broker
-from nearline.stream.pipeline import Result
-from nearline.stream.registry import HandlerRegistry
-from nearline.stream.settings import WorkerSettings
+from nearline.config import load_settings
+from nearline.config.worker import WorkerSettings
+from nearline.core.errors import ConfigError
+from nearline.worker.broker import Entry
+from nearline.worker.build import build_pipelines, open_broker
+from nearline.worker.handlers import HandlerRegistry
+from nearline.worker.pipeline import Result
 
 _CLI = "import sys; from nearline.cli import main; sys.exit(main())"
 
@@ -26,8 +27,8 @@ def test_pipelines_come_from_config_with_handlers_filters_and_factories() -> Non
                 {
                     "name": "echo",
                     "source": "in",
-                    "handler": "nearline.stream.testing:echo",
-                    "filter": "nearline.stream.testing:raise_on_poison",
+                    "handler": "nearline.testing.worker:echo",
+                    "filter": "nearline.testing.worker:raise_on_poison",
                     "results": "out",
                     "max_batch": 7,
                     "window_ms": 0,
@@ -35,7 +36,7 @@ def test_pipelines_come_from_config_with_handlers_filters_and_factories() -> Non
                 {
                     "name": "slow",
                     "source": "in",
-                    "handler": "nearline.stream.testing:slow_echo",
+                    "handler": "nearline.testing.worker:slow_echo",
                     "options": {"delay_ms": 1},
                 },
             ]
@@ -73,7 +74,7 @@ def test_a_handler_registered_by_decorator_is_found_by_name() -> None:
     [
         ("nowhere", "not registered"),
         ("nearline.no_such_module:f", "cannot import"),
-        ("nearline.stream.testing:nothing", "has no 'nothing'"),
+        ("nearline.testing.worker:nothing", "has no 'nothing'"),
     ],
 )
 def test_an_unknown_handler_is_a_config_error_naming_the_pipeline(
@@ -123,9 +124,9 @@ def test_a_handler_from_an_installed_packages_entry_point_is_found(
 ) -> None:
     from importlib.metadata import EntryPoint
 
-    import nearline.stream.registry as registry_module
+    import nearline.worker.handlers as registry_module
 
-    point = EntryPoint("echo-plugin", "nearline.stream.testing:echo", "nearline.handlers")
+    point = EntryPoint("echo-plugin", "nearline.testing.worker:echo", "nearline.handlers")
 
     def installed(*, group: str, name: str) -> list[EntryPoint]:
         return [point] if (group, name) == ("nearline.handlers", "echo-plugin") else []
@@ -135,6 +136,6 @@ def test_a_handler_from_an_installed_packages_entry_point_is_found(
 
     (pipeline,) = build_pipelines(worker, HandlerRegistry())
 
-    from nearline.stream.testing import echo
+    from nearline.testing.worker import echo
 
     assert pipeline.handler is echo

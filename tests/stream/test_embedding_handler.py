@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from nearline.embed import Embedder, EmbeddingBatcher, load_embedder
-from nearline.stream.broker import Entry
-from nearline.stream.embedding import BatchedEmbeddingHandler, EmbeddingHandler
+from nearline.worker.broker import Entry
+from nearline.worker.embedding import BatchedEmbeddingHandler, EmbeddingHandler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nearline.stream.broker import Broker, Message, StreamBound, StreamFull, publish_patiently
-from nearline.stream.metrics import WorkerMetrics
-from nearline.stream.pipeline import Pipeline
-from nearline.stream.testing import RecordingHandler, running, slow_echo
-from nearline.stream.worker import Worker, WorkerOptions
+from nearline.testing.worker import RecordingHandler, running, slow_echo
+from nearline.worker.broker import Broker, Message, StreamBound, StreamFull, publish_patiently
+from nearline.worker.metrics import WorkerMetrics
+from nearline.worker.pipeline import Pipeline
+from nearline.worker.worker import Worker, WorkerOptions
 
 if TYPE_CHECKING:
     from tests.stream.conftest import MakeBroker

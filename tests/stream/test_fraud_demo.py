@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from nearline.demo.fraud.features import FEATURE_NAMES
-from nearline.demo.fraud.generator import GeneratorSettings, TransactionGenerator
-from nearline.demo.fraud.handler import FraudHandler
-from nearline.demo.fraud.model import FraudModel, labelled_features, train
-from nearline.stream.broker import Entry, Message
-from nearline.stream.memory import MemoryBroker
-from nearline.stream.pipeline import Pipeline
-from nearline.stream.state import MemoryWindowState
-from nearline.stream.testing import running
-from nearline.stream.worker import Worker
+from nearline.testing.worker import running
+from nearline.worker.broker import Entry, Message
+from nearline.worker.demo.fraud.features import FEATURE_NAMES
+from nearline.worker.demo.fraud.generator import GeneratorSettings, TransactionGenerator
+from nearline.worker.demo.fraud.handler import FraudHandler
+from nearline.worker.demo.fraud.model import FraudModel, labelled_features, train
+from nearline.worker.memory import MemoryBroker
+from nearline.worker.pipeline import Pipeline
+from nearline.worker.state import MemoryWindowState
+from nearline.worker.worker import Worker
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,8 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
-from nearline.stream.broker import Broker, Entry, Message
-from nearline.stream.push import create_push_router
+from nearline.worker.broker import Broker, Entry, Message
+from nearline.worker.push import create_push_router
 
 pytestmark = pytest.mark.timeout(30)
 

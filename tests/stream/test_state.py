@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from nearline.stream.state import (
+from nearline.worker.state import (
     MemoryWindowState,
     RedisWindowState,
     WindowState,

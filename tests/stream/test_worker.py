@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nearline.stream.broker import Broker, BrokerError, Consumer, Entry, Message
-from nearline.stream.pipeline import Pipeline
-from nearline.stream.testing import RecordingHandler, async_echo, running
-from nearline.stream.worker import Worker, WorkerOptions
+from nearline.testing.worker import RecordingHandler, async_echo, running
+from nearline.worker.broker import Broker, BrokerError, Consumer, Entry, Message
+from nearline.worker.pipeline import Pipeline
+from nearline.worker.worker import Worker, WorkerOptions
 
 if TYPE_CHECKING:
     from tests.stream.conftest import MakeBroker

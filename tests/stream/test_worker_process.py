@@ -15,9 +15,9 @@ import pytest
 import redis.asyncio as redis
 import yaml
 
-from nearline.stream.broker import Message
-from nearline.stream.redis_streams import RedisStreamsBroker
 from nearline.testing import free_port
+from nearline.worker.broker import Message
+from nearline.worker.redis_streams import RedisStreamsBroker
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -35,7 +35,7 @@ def write_config(path: Path, prefix: str, *, delay_ms: float, max_batch: int) ->
                 {
                     "name": "echo",
                     "source": f"{prefix}-source",
-                    "handler": "nearline.stream.testing:slow_echo",
+                    "handler": "nearline.testing.worker:slow_echo",
                     "options": {"delay_ms": delay_ms},
                     "results": f"{prefix}-results",
                     "dead_letter": f"{prefix}-dead",

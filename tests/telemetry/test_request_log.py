@@ -14,8 +14,7 @@ import psycopg
 
 from nearline.app import create_app
 from nearline.config import load_settings
-from nearline.providers.mock import MockBehaviour, create_mock_app
-from nearline.telemetry.requestlog import (
+from nearline.gateway.telemetry.requestlog import (
     TABLE,
     PostgresSink,
     RequestLog,
@@ -23,6 +22,7 @@ from nearline.telemetry.requestlog import (
     SqliteSink,
 )
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -14,8 +14,8 @@ from starlette.routing import Route
 
 from nearline.app import create_app
 from nearline.config import load_settings
-from nearline.providers.mock import MockBehaviour, create_mock_app
 from nearline.testing import serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 BODY = {
     "model": "m",
@@ -60,8 +60,8 @@ def test_spans_per_stage_with_genai_attributes_and_trace_id_header():
     assert provider.attributes["gen_ai.request.max_tokens"] == 6
     assert provider.attributes["gen_ai.usage.output_tokens"] == 6
     assert provider.attributes["gen_ai.response.finish_reasons"] == ("length",)
-    assert first["cache.exact"].attributes["nearline.cache.hit"] is False
-    assert second["cache.exact"].attributes["nearline.cache.hit"] is True
+    assert first["cache.exact"].attributes["nearline.gateway.cache.hit"] is False
+    assert second["cache.exact"].attributes["nearline.gateway.cache.hit"] is True
     root = first["POST /v1/chat/completions"]
     assert all(
         s.parent.span_id == root.context.span_id for name, s in first.items() if name != root.name

@@ -1,0 +1,57 @@
+"""The ``worker:`` section of nearline's settings: broker, bounds and pipelines.
+
+Example (YAML)::
+
+    redis: {url: "redis://127.0.0.1:6379/0"}
+    worker:
+      broker: redis
+      stream_max_len: 100000
+      pipelines:
+        - name: fraud
+          source: transactions
+          handler: nearline.worker.demo.fraud.handler:build_handler
+          options: {model_path: fraud-model.joblib}
+          results: decisions
+          max_batch: 1000
+          window_ms: 100
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from nearline.core.model import Strict as _Strict
+
+
+class PipelineSettings(_Strict):
+    """One pipeline; ``handler`` and ``filter`` name a registered handler or ``module:attr``.
+
+    With ``options``, ``handler`` names a factory called with them that returns the handler.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    source: str = Field(min_length=1)
+    handler: str = Field(min_length=1)
+    options: dict[str, Any] | None = None
+    filter: str | None = None
+    results: str | None = None
+    group: str | None = None
+    dead_letter: str | None = None
+    max_batch: int = Field(default=100, ge=1, le=100_000)
+    window_ms: int = Field(default=100, ge=0, le=600_000)
+    max_deliveries: int = Field(default=5, ge=1)
+    concurrency: int = Field(default=1, ge=1, le=64)
+
+
+class WorkerSettings(_Strict):
+    """How ``nearline worker`` connects and what it runs. Redis' URL is ``redis.url``."""
+
+    broker: Literal["memory", "redis", "rabbitmq"] = "memory"
+    rabbitmq_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", pattern=r"^amqps?://")
+    consumer_name: str | None = None  # default: <hostname>-<pid>
+    reclaim_idle_ms: int = Field(default=30_000, ge=10)
+    stream_max_len: int | None = Field(default=None, ge=1)  # bound on every stream
+    stream_bounds: dict[str, int] = Field(default_factory=dict)  # per-stream bounds
+    pipelines: list[PipelineSettings] = Field(default_factory=list)

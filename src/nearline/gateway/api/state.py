@@ -1,0 +1,30 @@
+"""Typed application state: what the lifespan built, reachable from a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.trace import Tracer
+from starlette.requests import Request
+
+from nearline.config import Settings
+from nearline.core.provider import Provider
+from nearline.gateway.serving.pipeline import ServingPipeline
+from nearline.gateway.telemetry.requestlog import RequestLog
+from nearline.gateway.tenancy import KeyRing
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    keyring: KeyRing
+    providers: dict[str, Provider]
+    pipeline: ServingPipeline
+    tracer: Tracer
+    request_log: RequestLog | None = None
+
+
+def app_state(request: Request) -> AppState:
+    state = request.app.state.nearline
+    assert isinstance(state, AppState)
+    return state

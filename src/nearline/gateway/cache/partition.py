@@ -1,0 +1,118 @@
+"""Which semantic-cache entries may answer a query: the partition key.
+
+Two questions are only comparable when everything else that shapes the answer is equal: the
+tenant (never serve another tenant's answer), the model, the system prompt, the sampling and
+format parameters that change the answer, and the conversation so far. The last point is what
+keeps a follow-up such as "and its population?" — whose meaning lives in the earlier turns —
+from matching a standalone question: a conversation's prior turns are part of its key, so a
+follow-up can only match the same follow-up asked after the same conversation.
+
+The key is readable at the front (tenant and model, for purges) and a digest behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+import orjson
+
+from nearline.core.request import ANSWER_CHANGING_FIELDS
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One chat message, reduced to what the cache needs."""
+
+    role: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticKey:
+    """Where a query is looked up (``partition``) and what is embedded (``query``)."""
+
+    partition: str
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionParts:
+    tenant: str
+    model: str
+    digest: str
+
+
+def partition_key(
+    tenant: str,
+    model: str,
+    *,
+    system_prompt: str = "",
+    context: Sequence[Turn] = (),
+    params: Mapping[str, Any] | None = None,
+) -> str:
+    """The partition for a query asked by ``tenant`` of ``model`` after ``context``.
+
+    ``params`` may hold the whole request body's parameters: only
+    :data:`ANSWER_CHANGING_FIELDS` with a value other than ``None`` count.
+    """
+    kept = {
+        name: value
+        for name, value in (params or {}).items()
+        if name in ANSWER_CHANGING_FIELDS and value is not None
+    }
+    canonical = {
+        "system": system_prompt,
+        "context": [[turn.role, turn.text] for turn in context],
+        "params": kept,
+    }
+    digest = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"{quote(tenant, safe='')}|{quote(model, safe='')}|{digest[:32]}"
+
+
+def parse_partition(partition: str) -> PartitionParts:
+    """Split a key made by :func:`partition_key` (for purges by tenant or model)."""
+    tenant, model, digest = partition.split("|", 2)
+    return PartitionParts(unquote(tenant), unquote(model), digest)
+
+
+def semantic_key(
+    tenant: str,
+    model: str,
+    messages: Sequence[Turn],
+    params: Mapping[str, Any] | None = None,
+) -> SemanticKey | None:
+    """The partition and the text to embed for a chat request, or ``None`` if it has none.
+
+    The query is the last message, which must come from the user. System (and developer)
+    messages at the start form the system prompt; every other earlier message is context.
+    Returns ``None`` when the last message is not a non-empty user message (for example a
+    tool result), which the semantic tier does not serve.
+    """
+    if not messages or messages[-1].role != "user" or not messages[-1].text.strip():
+        return None
+    *earlier, last = messages
+    leading_system: list[str] = []
+    position = 0
+    while position < len(earlier) and earlier[position].role in _SYSTEM_ROLES:
+        leading_system.append(earlier[position].text)
+        position += 1
+    partition = partition_key(
+        tenant,
+        model,
+        system_prompt="\n\n".join(leading_system),
+        context=earlier[position:],
+        params=params,
+    )
+    return SemanticKey(partition=partition, query=last.text)
+
+
+def tenant_prefix(tenant: str, model: str | None = None) -> str:
+    """The prefix shared by all partition keys of ``tenant`` (and ``model``, if given)."""
+    prefix = f"{quote(tenant, safe='')}|"
+    return prefix if model is None else f"{prefix}{quote(model, safe='')}|"

@@ -1,0 +1,189 @@
+"""Any OpenAI-compatible upstream (vLLM, Ollama, llama.cpp server, OpenAI, another nearline).
+
+One pooled ``aiohttp`` session per upstream (aiohttp spends about a third of httpx's CPU per
+streamed request here, and the gateway's hot path is dominated by the upstream call), chunks
+passed on as they arrive, separate connect and read timeouts, and the request's deadline as
+the total timeout. aiohttp's exceptions and the upstream's status codes are translated here,
+once, into nearline's error tree: timeout → 504, 5xx/reset/refused → 502, 429 → 429 with its
+Retry-After, other 4xx → 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from nearline.config import HttpProviderSettings
+from nearline.core.errors import (
+    NearlineError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from nearline.core.events import Delta, Done, Event, FinishReason, Usage
+from nearline.core.provider import Capabilities, ProviderCall
+from nearline.core.request import ChatRequest
+
+_FINISH_REASONS: set[str] = {"stop", "length", "content_filter", "tool_calls"}
+
+
+def upstream_payload(request: ChatRequest, upstream_model: str) -> dict[str, Any]:
+    """The request as the upstream should see it: nearline's extension removed, usage asked."""
+    payload = request.model_dump(exclude_none=True, exclude={"nearline", "stream_options"})
+    payload["model"] = upstream_model
+    payload["stream"] = True
+    payload["stream_options"] = {"include_usage": True}
+    return payload
+
+
+class OpenAICompatProvider:
+    def __init__(self, name: str, settings: HttpProviderSettings) -> None:
+        self.name = name
+        self.capabilities = Capabilities(tools=True)
+        self._settings = settings
+        self._url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json"}
+        if settings.api_key is not None:
+            self._headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        self._ensure_session()
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._settings.max_connections, ttl_dns_cache=300
+                ),
+                timeout=self._timeout(None),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+
+    def is_ready(self) -> bool:
+        return not self._closed
+
+    def _timeout(self, remaining: float | None) -> aiohttp.ClientTimeout:
+        connect, read = self._settings.connect_timeout_s, self._settings.read_timeout_s
+        if remaining is None:
+            return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+        return aiohttp.ClientTimeout(
+            total=remaining, sock_connect=min(connect, remaining), sock_read=min(read, remaining)
+        )
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[Event]:
+        session = self._ensure_session()
+        body = orjson.dumps(upstream_payload(call.request, call.upstream_model))
+        remaining = None if call.deadline is None else call.deadline.remaining()
+        try:
+            async with session.post(
+                self._url, data=body, headers=self._headers, timeout=self._timeout(remaining)
+            ) as response:
+                finished = False
+                try:
+                    if response.status >= 400:
+                        raise _status_error(
+                            self.name,
+                            response.status,
+                            await response.read(),
+                            response.headers.get("Retry-After"),
+                            response.reason,
+                        )
+                    async for event in _events_from_sse(self.name, response):
+                        yield event
+                    finished = True
+                finally:
+                    if not finished:
+                        response.close()  # the client left or it failed: drop the connection
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"upstream {self.name!r} timed out ({type(exc).__name__})"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"upstream {self.name!r} connection failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _status_error(
+    name: str, status: int, content: bytes, retry_after: str | None, reason: str | None
+) -> NearlineError:
+    message = _upstream_message(content, reason)
+    if status == 429:
+        return UpstreamRateLimited(
+            f"upstream {name!r} rate limited: {message}", retry_after_s=_retry_after(retry_after)
+        )
+    if status >= 500:
+        return UpstreamError(f"upstream {name!r} answered {status}: {message}")
+    if status == 408:
+        return UpstreamTimeout(f"upstream {name!r} answered {status}: {message}")
+    return UpstreamRejected(f"upstream {name!r} rejected the request ({status}): {message}")
+
+
+def _upstream_message(content: bytes, reason: str | None) -> str:
+    try:
+        return str(orjson.loads(content)["error"]["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return content[:200].decode(errors="replace") or (reason or "")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+async def _events_from_sse(name: str, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    done = False
+    async for raw in response.content:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            done = True
+            break
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"upstream {name!r} sent a malformed chunk") from exc
+        if "error" in chunk:
+            raise UpstreamError(f"upstream {name!r} failed mid-stream: {chunk['error']}")
+        if chunk.get("usage"):
+            raw_usage = chunk["usage"]
+            details = raw_usage.get("prompt_tokens_details") or {}
+            usage = Usage(
+                prompt_tokens=int(raw_usage.get("prompt_tokens", 0)),
+                completion_tokens=int(raw_usage.get("completion_tokens", 0)),
+                cached_tokens=int(details.get("cached_tokens") or 0),
+            )
+        for choice in chunk.get("choices", []):
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                yield Delta(text)
+            reason = choice.get("finish_reason")
+            if reason in _FINISH_REASONS:
+                finish_reason = reason
+    if not done:
+        raise UpstreamError(f"upstream {name!r} ended the stream without [DONE]")
+    if finish_reason is None:
+        raise UpstreamError(f"upstream {name!r} ended the stream without a finish_reason")
+    if usage is not None:
+        yield usage
+    yield Done(finish_reason)

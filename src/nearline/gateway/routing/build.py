@@ -1,0 +1,123 @@
+"""Build tiers, cascades and the router from ``routing:`` settings, once, at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from nearline.config.routing import CascadeSettings, RoutingSettings
+from nearline.core.provider import Provider
+from nearline.gateway.routing.breaker import BreakerState, CircuitBreaker, StateListener
+from nearline.gateway.routing.cascade import CascadeProvider
+from nearline.gateway.routing.confidence import (
+    ConfidenceScorer,
+    HeuristicConfidence,
+    VerifierConfidence,
+)
+from nearline.gateway.routing.deployment import Deployment
+from nearline.gateway.routing.rules import LearnedPolicy, Router, RoutingPolicy, RulePolicy
+from nearline.gateway.routing.telemetry import RoutingTelemetry
+from nearline.gateway.routing.tiered import TieredProvider
+
+
+def build_tiers(
+    settings: RoutingSettings,
+    names: set[str],
+    providers: Mapping[str, Provider],
+    telemetry: RoutingTelemetry,
+) -> dict[str, TieredProvider]:
+    """The named tiers (and the tiers they fall back to), over already-built providers.
+
+    Each tier has its own deployments, breakers and TTFT windows, even when two tiers name
+    the same provider and model.
+    """
+    tiers: dict[str, TieredProvider] = {}
+
+    def build(name: str) -> TieredProvider:
+        if name in tiers:
+            return tiers[name]
+        tier = settings.tiers[name]
+        deployments = [
+            Deployment.from_settings(
+                deployment,
+                providers[deployment.provider],
+                CircuitBreaker(
+                    tier.breaker, on_change=_reporter(telemetry, f"{name}/{deployment.label}")
+                ),
+            )
+            for deployment in tier.deployments
+        ]
+        fallback = build(tier.fallback_tier) if tier.fallback_tier is not None else None
+        tiers[name] = TieredProvider(name, tier, deployments, telemetry, fallback)
+        return tiers[name]
+
+    for name in sorted(settings.tiers_needed_by(names)):
+        build(name)
+    return tiers
+
+
+def _reporter(telemetry: RoutingTelemetry, deployment: str) -> StateListener:
+    def report(state: BreakerState) -> None:
+        telemetry.breaker_changed(deployment, state)
+
+    return report
+
+
+def build_cascades(
+    settings: RoutingSettings,
+    names: set[str],
+    tiers: Mapping[str, TieredProvider],
+    telemetry: RoutingTelemetry,
+) -> dict[str, CascadeProvider]:
+    return {
+        name: CascadeProvider(
+            name,
+            tiers[cascade.cheap],
+            tiers[cascade.strong],
+            _scorer(cascade, tiers),
+            cascade.threshold,
+            telemetry,
+        )
+        for name, cascade in settings.cascades.items()
+        if name in names
+    }
+
+
+def _scorer(cascade: CascadeSettings, tiers: Mapping[str, TieredProvider]) -> ConfidenceScorer:
+    if cascade.confidence == "heuristic":
+        return HeuristicConfidence()
+    assert cascade.verifier_tier is not None  # checked by CascadeSettings
+    verifier = tiers[cascade.verifier_tier]
+    return VerifierConfidence(verifier, verifier.deployments[0].upstream_model)
+
+
+def build_router(settings: RoutingSettings) -> Router:
+    policies: list[RoutingPolicy] = [RulePolicy(settings.rules)]
+    if settings.learned is not None:
+        from nearline.gateway.routing.learned import (
+            LearnedRouter,  # loads the embedder: only if asked
+        )
+
+        learned = settings.learned
+        policies.append(
+            LearnedPolicy(
+                LearnedRouter.load(learned.path),
+                strong=learned.strong,
+                weak=learned.weak,
+                threshold=learned.threshold,
+                models=learned.models,
+            )
+        )
+    return Router(policies)
+
+
+def build_routing(
+    settings: RoutingSettings,
+    used: set[str],
+    providers: Mapping[str, Provider],
+    telemetry: RoutingTelemetry,
+) -> dict[str, Provider]:
+    """Every tier and cascade that ``used`` names (plus what they need), by name."""
+    names = used | settings.chosen_names
+    tiers = build_tiers(settings, names, providers, telemetry)
+    cascades = build_cascades(settings, names, tiers, telemetry)
+    return {**tiers, **cascades}

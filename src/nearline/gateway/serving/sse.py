@@ -1,0 +1,152 @@
+"""The one place that turns the event stream into OpenAI's wire shapes.
+
+``ChunkEncoder`` renders events as ``chat.completion.chunk`` SSE frames; ``collect_body``
+folds the same events into a non-streaming ``chat.completion`` body. Both produce the usage
+object in one way, with ``prompt_tokens_details.cached_tokens``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from nearline.core.errors import NearlineError
+from nearline.core.events import (
+    Delta,
+    Done,
+    ErrorEvent,
+    Event,
+    Preliminary,
+    Replace,
+    Usage,
+    collect,
+)
+
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
+def new_completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def usage_body(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+def sse_frame(body: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+@dataclass(slots=True)
+class ChunkEncoder:
+    model: str
+    include_usage: bool
+    extension: dict[str, Any] | None = None
+    completion_id: str = field(default_factory=new_completion_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+    _pending_usage: Usage | None = None
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return sse_frame(
+            {
+                "id": self.completion_id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": choices,
+                **extra,
+            }
+        )
+
+    def opening(self) -> bytes:
+        extra = {} if self.extension is None else {"nearline": self.extension}
+        return self._chunk(
+            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+            **extra,
+        )
+
+    def encode(self, event: Event) -> bytes:
+        match event:
+            case Delta(text=text):
+                return self._chunk(
+                    [{"index": 0, "delta": {"content": text}, "finish_reason": None}]
+                )
+            case Usage():
+                self._pending_usage = event
+                return b""
+            case Done(finish_reason=reason):
+                frames = self._chunk([{"index": 0, "delta": {}, "finish_reason": reason}])
+                if self.include_usage and self._pending_usage is not None:
+                    frames += self._chunk([], usage=usage_body(self._pending_usage))
+                return frames + DONE_FRAME
+            case ErrorEvent(error=error):
+                return sse_frame(error.body()) + DONE_FRAME
+            case Preliminary() | Replace():
+                return progressive_comment(event)
+
+
+def progressive_event(event: Preliminary | Replace) -> dict[str, Any]:
+    """A progressive event as the JSON object both SSE comments and WebSocket messages carry."""
+    if isinstance(event, Preliminary):
+        return {
+            "type": "preliminary",
+            "text": event.text,
+            "source": event.source,
+            "similarity": event.similarity,
+        }
+    return {"type": "replace", "action": event.action}
+
+
+def progressive_comment(event: Preliminary | Replace) -> bytes:
+    """SSE comment lines are ignored by every SSE parser, so plain OpenAI clients never see
+    them; progressive-aware clients read lines starting with ``: nearline ``."""
+    return b": nearline " + orjson.dumps(progressive_event(event)) + b"\n\n"
+
+
+async def collect_body(
+    model: str, events: AsyncIterator[Event], extension: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fold an event stream into a ``chat.completion`` body; an error event raises it.
+
+    With ``extension``, the body carries it as ``"nearline"``, plus the last preliminary
+    answer shown (or null) under ``"preliminary"``.
+    """
+    answer = await collect(events)
+    preliminary: dict[str, Any] | None = None
+    for event in answer.events:
+        match event:
+            case Preliminary():
+                preliminary = progressive_event(event)
+            case Replace():
+                if preliminary is not None:
+                    preliminary["action"] = event.action
+    return {
+        "id": new_completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text},
+                "finish_reason": answer.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": usage_body(answer.usage or Usage(0, 0)),
+        **({} if extension is None else {"nearline": {**extension, "preliminary": preliminary}}),
+    }
+
+
+def error_frame(error: NearlineError) -> bytes:
+    return sse_frame(error.body()) + DONE_FRAME

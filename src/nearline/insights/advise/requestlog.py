@@ -1,0 +1,139 @@
+"""The measured request log, as the advisor reads it.
+
+``RequestLogRecord`` is the one row type; anything that yields them is a ``RequestLogReader``
+(a JSONL file here; the gateway's SQLite/PostgreSQL request log can implement the same
+Protocol). ``measure_routes`` turns records into the per-route figures a profile needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from nearline.insights.advise.latency import Latency
+from nearline.insights.advise.profile import describe
+
+# What the gateway's ``source`` calls an answer that was not computed for this request.
+STORE_SOURCES = frozenset(
+    {"exact", "semantic", "exact_cache", "semantic_cache", "cache", "precomputed", "prefetch"}
+)
+PEAK_WINDOW_S = 60.0
+
+
+class RequestLogError(Exception):
+    """The log cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLogRecord:
+    """One answered request, as the gateway or the worker measured it."""
+
+    route: str  # the path through the product: an endpoint, a model alias, an event handler
+    started_at: datetime  # timezone-aware
+    time_to_first_useful_ms: float  # until the first content the user can use
+    total_ms: float  # until the answer was complete
+    source: str  # what answered: "inference", "exact", "semantic", "precomputed", ...
+    tier: str | None = None  # the model tier when inference answered
+    cost_usd: float = 0.0
+    abandoned: bool = False  # the client left before the answer was complete
+
+    @property
+    def served_from_store(self) -> bool:
+        """Answered from a cache or a precomputed store rather than computed now."""
+        return self.source in STORE_SOURCES
+
+
+class RequestLogReader(Protocol):
+    def records(self) -> Iterable[RequestLogRecord]: ...
+
+
+_RECORD = TypeAdapter(RequestLogRecord)
+
+
+class JsonlRequestLog:
+    """One JSON object per line with ``RequestLogRecord``'s fields (``started_at`` in ISO 8601)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def records(self) -> Iterator[RequestLogRecord]:
+        try:
+            with self.path.open(encoding="utf-8") as lines:
+                for number, line in enumerate(lines, start=1):
+                    if line.strip():
+                        yield self._parse(line, number)
+        except OSError as exc:
+            raise RequestLogError(f"{self.path}: {exc}") from exc
+
+    def _parse(self, line: str, number: int) -> RequestLogRecord:
+        try:
+            record = _RECORD.validate_json(line)
+        except ValidationError as exc:
+            raise RequestLogError(f"{self.path}:{number}: {describe(exc)}") from exc
+        if record.started_at.tzinfo is None:
+            raise RequestLogError(f"{self.path}:{number}: started_at needs a timezone")
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMeasurement:
+    route: str
+    requests: int
+    requests_per_day: float
+    peak_to_average: float  # busiest minute against the average minute
+    store_share: float  # answered from a cache or a precomputed store
+    computed_latency: Latency | None  # time to first useful content; None if nothing computed
+    store_latency: Latency | None
+    mean_cost_of_computed_usd: float
+    abandoned_share: float
+
+
+def measure_routes(
+    records: Iterable[RequestLogRecord], peak_window_s: float = PEAK_WINDOW_S
+) -> dict[str, RouteMeasurement]:
+    by_route: dict[str, list[RequestLogRecord]] = defaultdict(list)
+    for record in records:
+        by_route[record.route].append(record)
+    return {route: _measure(route, rows, peak_window_s) for route, rows in by_route.items()}
+
+
+def _measure(route: str, rows: list[RequestLogRecord], window_s: float) -> RouteMeasurement:
+    """Rates come from fixed windows from the first request: ``floor(span / window) + 1`` of them.
+
+    Rate = requests / (windows x window); peak-to-average = busiest window / mean window.
+    """
+    first = min(row.started_at for row in rows)
+    offsets = [(row.started_at - first).total_seconds() for row in rows]
+    counts = np.bincount([math.floor(offset / window_s) for offset in offsets])
+    windows = len(counts)
+    computed = [row for row in rows if not row.served_from_store]
+    stored = [row for row in rows if row.served_from_store]
+    return RouteMeasurement(
+        route=route,
+        requests=len(rows),
+        requests_per_day=len(rows) / (windows * window_s) * 86_400.0,
+        peak_to_average=float(counts.max()) / (len(rows) / windows),
+        store_share=len(stored) / len(rows),
+        computed_latency=_latency([row.time_to_first_useful_ms for row in computed]),
+        store_latency=_latency([row.time_to_first_useful_ms for row in stored]),
+        mean_cost_of_computed_usd=(
+            sum(row.cost_usd for row in computed) / len(computed) if computed else 0.0
+        ),
+        abandoned_share=sum(row.abandoned for row in rows) / len(rows),
+    )
+
+
+def _latency(milliseconds: Sequence[float]) -> Latency | None:
+    """Median and p95 with linear interpolation between ranks (numpy's default)."""
+    if not milliseconds:
+        return None
+    p50, p95 = np.percentile(np.asarray(milliseconds, dtype=float), [50, 95])
+    return Latency.from_ms(float(p50), float(p95))

@@ -1,0 +1,47 @@
+"""The live dashboard: ``GET /dashboard`` (the page, ``static/dashboard.*``) and
+``GET /dashboard/data`` (its figures, polled every second; see ``nearline.insights.dashboard``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from nearline.gateway.api.pages import STATIC_DIR
+from nearline.gateway.api.state import app_state
+from nearline.insights.dashboard.snapshot import dashboard_data
+from nearline.insights.dashboard.worker_lag import WorkerLagReader
+
+router = APIRouter()
+_READER_KEY = "nearline_dashboard_worker_lag"
+
+
+@router.get("/dashboard", include_in_schema=False)
+async def dashboard_page() -> Response:
+    return FileResponse(
+        STATIC_DIR / "dashboard.html",
+        media_type="text/html; charset=utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@router.get("/dashboard/data")
+async def dashboard_figures(request: Request) -> Response:
+    state = app_state(request)
+    workers = await _worker_lag_reader(request).read()
+    return JSONResponse(
+        dashboard_data(state.pipeline.metrics, workers), headers={"Cache-Control": "no-store"}
+    )
+
+
+def _worker_lag_reader(request: Request) -> WorkerLagReader:
+    """One reader per app, made on first use (it shares scrapes between open dashboards)."""
+    reader = getattr(request.app.state, _READER_KEY, None)
+    if not isinstance(reader, WorkerLagReader):
+        settings = app_state(request).settings.dashboard
+        reader = WorkerLagReader(
+            settings.worker_metrics_urls,
+            timeout_s=settings.worker_scrape_timeout_s,
+            interval_s=settings.worker_scrape_interval_s,
+        )
+        setattr(request.app.state, _READER_KEY, reader)
+    return reader

@@ -1,0 +1,77 @@
+"""From settings to running parts: the broker and the pipelines a worker runs."""
+
+from __future__ import annotations
+
+from nearline.config import Settings
+from nearline.config.worker import PipelineSettings, WorkerSettings
+from nearline.core.errors import ConfigError
+from nearline.worker.broker import Broker, StreamBound
+from nearline.worker.handlers import HandlerNotFound, HandlerRegistry, default_registry
+from nearline.worker.memory import MemoryBroker
+from nearline.worker.pipeline import EntryFilter, Handler, Pipeline
+
+
+def stream_bound(worker: WorkerSettings) -> StreamBound:
+    return StreamBound(default=worker.stream_max_len, per_stream=dict(worker.stream_bounds))
+
+
+async def open_broker(settings: Settings, kind: str | None = None) -> Broker:
+    """The broker ``worker.broker`` (or ``kind``) names, connected."""
+    worker = settings.worker
+    kind = kind or worker.broker
+    bound = stream_bound(worker)
+    if kind == "memory":
+        return MemoryBroker(bound)
+    if kind == "redis":
+        if settings.redis.url is None:
+            raise ConfigError(
+                "worker.broker: 'redis' needs redis.url (e.g. redis://127.0.0.1:6379/0)"
+            )
+        from nearline.worker.redis_streams import RedisStreamsBroker
+
+        return RedisStreamsBroker.from_url(settings.redis.url, bound)
+    if kind == "rabbitmq":
+        from nearline.worker.rabbitmq import RabbitMQBroker
+
+        return await RabbitMQBroker.connect(worker.rabbitmq_url, bound)
+    raise ConfigError(f"worker.broker: unknown broker {kind!r} (memory, redis, rabbitmq)")
+
+
+def build_pipeline(
+    spec: PipelineSettings, registry: HandlerRegistry = default_registry
+) -> Pipeline:
+    try:
+        found = registry.resolve(spec.handler)
+        handler: Handler = found(**spec.options) if spec.options is not None else found
+        entry_filter: EntryFilter | None = (
+            registry.resolve(spec.filter) if spec.filter is not None else None
+        )
+    except HandlerNotFound as exc:
+        raise ConfigError(f"worker.pipelines.{spec.name}: {exc}") from exc
+    return Pipeline(
+        name=spec.name,
+        source=spec.source,
+        handler=handler,
+        results=spec.results,
+        filter=entry_filter,
+        group=spec.group,
+        max_batch=spec.max_batch,
+        window_ms=spec.window_ms,
+        max_deliveries=spec.max_deliveries,
+        dead_letter=spec.dead_letter,
+        concurrency=spec.concurrency,
+    )
+
+
+def build_pipelines(
+    worker: WorkerSettings, registry: HandlerRegistry = default_registry
+) -> list[Pipeline]:
+    return [build_pipeline(spec, registry) for spec in worker.pipelines]
+
+
+async def close_handlers(pipelines: list[Pipeline]) -> None:
+    """Close handlers that hold resources (an ``aclose`` coroutine method), e.g. Redis state."""
+    for pipeline in pipelines:
+        aclose = getattr(pipeline.handler, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,344 @@
+"""``RedisStreamsBroker``: streams and consumer groups on Redis Streams (the production default).
+
+* An entry is one Redis stream entry whose field ``d`` holds the data as JSON; entries written
+  by other producers with plain fields are read as a dict of those fields.
+* Publishing is one Lua script per batch: it checks the bound and the dedupe keys and appends,
+  atomically, so a producer either gets ``StreamFull`` with nothing written or all its ids.
+  Dedupe keys are ``<stream>:dedupe:<key>`` strings that expire after ``dedupe_ttl_s``.
+* Reclaim: a consumer looks for entries idle longer than its reclaim timeout in the group's
+  pending list (``XPENDING ... IDLE``) and claims them (``XCLAIM``), which counts a delivery.
+  ``retry`` marks entries as long idle so the next read of any consumer claims them.
+
+Redis errors are translated once, here, into ``BrokerError``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, ResponseError
+
+from nearline.worker.broker import (
+    BrokerError,
+    Entry,
+    GroupInfo,
+    Message,
+    StreamBound,
+    StreamFull,
+    entry_id_key,
+)
+
+DATA_FIELD = b"d"
+_GIVEN_BACK_IDLE_MS = 100_000_000_000  # "idle for years": claimable by the next read
+_TAIL_BLOCK_MS = 1_000
+_PLAIN_ACK_MAX = 20  # more ids than this are acknowledged through one script argument
+
+# ARGV: bound (-1: none), dedupe ttl (s), dedupe key prefix, then one JSON array
+# [key1, payload1, key2, payload2, ...] (key "" = no dedupe): one argument instead of two per
+# message, because redis-py packs every argument in Python.
+_PUBLISH_SCRIPT = """
+local stream = KEYS[1]
+local bound = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local prefix = ARGV[3]
+local items = cjson.decode(ARGV[4])
+if bound >= 0 then
+  local fresh = 0
+  for i = 1, #items, 2 do
+    local key = items[i]
+    if key == '' or redis.call('EXISTS', prefix .. key) == 0 then fresh = fresh + 1 end
+  end
+  local length = redis.call('XLEN', stream)
+  if fresh > 0 and length + fresh > bound then return {'!full', tostring(length)} end
+end
+local ids = {}
+for i = 1, #items, 2 do
+  local key = items[i]
+  local existing = false
+  if key ~= '' then existing = redis.call('GET', prefix .. key) end
+  if existing then
+    ids[#ids + 1] = existing
+  else
+    local id = redis.call('XADD', stream, '*', 'd', items[i + 1])
+    if key ~= '' then redis.call('SET', prefix .. key, id, 'EX', ttl) end
+    ids[#ids + 1] = id
+  end
+end
+return ids
+"""
+
+# ARGV: group, then a JSON array of ids (acknowledged 1,000 at a time)
+_ACK_SCRIPT = """
+local ids = cjson.decode(ARGV[2])
+local acked = 0
+for start = 1, #ids, 1000 do
+  local last = math.min(start + 999, #ids)
+  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids, start, last))
+end
+return acked
+"""
+
+
+@contextmanager
+def _boundary(what: str) -> Iterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        raise BrokerError(f"redis {what} failed: {exc}") from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(fields: Any) -> dict[str, Any]:
+    payload = fields.get(DATA_FIELD)
+    if payload is not None and len(fields) == 1:
+        data = orjson.loads(payload)
+        if isinstance(data, dict):
+            return data
+    return {_text(k): _text(v) for k, v in fields.items()}
+
+
+def dedupe_prefix(stream: str) -> str:
+    return f"{stream}:dedupe:"
+
+
+class RedisStreamsBroker:
+    """Streams on one Redis server. The client is injected; ``aclose`` closes it."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        bound: StreamBound | None = None,
+        *,
+        dedupe_ttl_s: int = 7 * 24 * 3600,
+    ) -> None:
+        self._redis = client
+        self._bound = bound or StreamBound()
+        self._dedupe_ttl_s = dedupe_ttl_s
+        self._publish = client.register_script(_PUBLISH_SCRIPT)
+        self._ack = client.register_script(_ACK_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, bound: StreamBound | None = None) -> RedisStreamsBroker:
+        return cls(redis.Redis.from_url(url, decode_responses=False), bound)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._redis
+
+    async def publish(self, stream: str, messages: Sequence[Message]) -> list[str]:
+        if not messages:
+            return []
+        bound = self._bound.for_stream(stream)
+        items: list[str] = []
+        for message in messages:
+            items.append(message.dedupe_key or "")
+            items.append(orjson.dumps(dict(message.data)).decode())
+        args: list[int | str | bytes] = [
+            -1 if bound is None else bound,
+            self._dedupe_ttl_s,
+            dedupe_prefix(stream),
+            orjson.dumps(items),
+        ]
+        with _boundary("publish"):
+            result = await self._publish(keys=[stream], args=args)
+        if result and result[0] == b"!full":
+            assert bound is not None
+            raise StreamFull(stream, int(result[1]), bound)
+        return [_text(entry_id) for entry_id in result]
+
+    async def create_group(self, stream: str, group: str) -> None:
+        try:
+            await self._redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise BrokerError(f"redis create_group failed: {exc}") from exc
+        except RedisError as exc:
+            raise BrokerError(f"redis create_group failed: {exc}") from exc
+
+    def consumer(
+        self, stream: str, group: str, name: str, *, reclaim_idle_ms: int = 30_000
+    ) -> RedisConsumer:
+        return RedisConsumer(self._redis, self._ack, stream, group, name, reclaim_idle_ms)
+
+    async def _groups(self, stream: str) -> list[dict[str, Any]]:
+        with _boundary("xinfo groups"):
+            try:
+                groups: list[dict[str, Any]] = await self._redis.xinfo_groups(stream)
+            except ResponseError as exc:
+                if "no such key" in str(exc):
+                    return []
+                raise
+        return groups
+
+    async def group_info(self, stream: str, group: str) -> GroupInfo:
+        for info in await self._groups(stream):
+            if _text(info["name"]) == group:
+                lag = info.get("lag")
+                if lag is None:  # Redis cannot say after deletions: count what follows
+                    lag = await self._count_after(stream, _text(info["last-delivered-id"]))
+                return GroupInfo(lag=int(lag), pending=int(info["pending"]))
+        raise BrokerError(f"no group {group!r} on stream {stream!r}")
+
+    async def _count_after(self, stream: str, entry_id: str) -> int:
+        with _boundary("xrange"):
+            entries: Any = await self._redis.xrange(stream, min=f"({entry_id}", max="+")
+        return len(entries)
+
+    async def length(self, stream: str) -> int:
+        with _boundary("xlen"):
+            return int(await self._redis.xlen(stream))
+
+    async def _last_id(self, stream: str) -> str:
+        with _boundary("xrevrange"):
+            last: Any = await self._redis.xrevrange(stream, count=1)
+        return _text(last[0][0]) if last else "0-0"
+
+    async def tail(self, stream: str, after: str | None) -> AsyncIterator[Entry]:
+        position = await self._last_id(stream) if after is None else after
+        if position == "0":
+            position = "0-0"
+        while True:
+            with _boundary("xread"):
+                response: Any = await self._redis.xread(
+                    {stream: position}, count=500, block=_TAIL_BLOCK_MS
+                )
+            for _name, entries in response or []:
+                for raw_id, fields in entries:
+                    position = _text(raw_id)
+                    yield Entry(position, _decode(fields))
+
+    async def trim_acknowledged(self, stream: str) -> int:
+        groups = await self._groups(stream)
+        if not groups:
+            return 0
+        keep_from: list[str] = []
+        for info in groups:
+            oldest_pending = None
+            if int(info["pending"]) > 0:
+                with _boundary("xpending"):
+                    summary: Any = await self._redis.xpending(stream, _text(info["name"]))
+                oldest_pending = summary["min"]  # None if acknowledged in the meantime
+            keep_from.append(_text(oldest_pending or info["last-delivered-id"]))
+        oldest = min(keep_from, key=entry_id_key)
+        if oldest == "0-0":
+            return 0
+        with _boundary("xtrim"):
+            return int(await self._redis.xtrim(stream, minid=oldest, approximate=False))
+
+    async def delete(self, *streams: str) -> None:
+        with _boundary("delete"):
+            for stream in streams:
+                await self._redis.delete(stream)
+                keys = [
+                    key
+                    async for key in self._redis.scan_iter(
+                        match=dedupe_prefix(stream) + "*", count=1000
+                    )
+                ]
+                for start in range(0, len(keys), 1000):
+                    await self._redis.delete(*keys[start : start + 1000])
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+class RedisConsumer:
+    def __init__(
+        self,
+        client: redis.Redis,
+        ack_script: AsyncScript,
+        stream: str,
+        group: str,
+        name: str,
+        reclaim_idle_ms: int,
+    ) -> None:
+        self._redis = client
+        self._ack_script = ack_script
+        self._stream = stream
+        self._group = group
+        self._name = name
+        self._reclaim_idle_ms = reclaim_idle_ms
+        self._reclaim_every_s = min(1.0, reclaim_idle_ms / 2000)
+        self._next_reclaim_at = 0.0  # check at the first read: a restart finds old entries
+
+    async def _reclaim(self, count: int) -> list[Entry]:
+        now = time.monotonic()
+        if now < self._next_reclaim_at:
+            return []
+        self._next_reclaim_at = now + self._reclaim_every_s
+        with _boundary("xpending"):
+            idle: Any = await self._redis.xpending_range(
+                self._stream,
+                self._group,
+                min="-",
+                max="+",
+                count=count,
+                idle=self._reclaim_idle_ms,
+            )
+        if not idle:
+            return []
+        deliveries = {_text(p["message_id"]): int(p["times_delivered"]) + 1 for p in idle}
+        with _boundary("xclaim"):
+            claimed: Any = await self._redis.xclaim(
+                self._stream, self._group, self._name, self._reclaim_idle_ms, list(deliveries)
+            )
+        entries: list[Entry] = []
+        for raw_id, fields in claimed:
+            entry_id = _text(raw_id)
+            if fields is None:  # deleted from the stream while pending: nothing to redo
+                await self.ack([entry_id])
+                continue
+            entries.append(Entry(entry_id, _decode(fields), deliveries.get(entry_id, 2)))
+        return entries
+
+    async def read(self, count: int, block_ms: int) -> list[Entry]:
+        reclaimed = await self._reclaim(count)
+        if reclaimed:
+            return reclaimed
+        with _boundary("xreadgroup"):
+            response: Any = await self._redis.xreadgroup(
+                self._group,
+                self._name,
+                {self._stream: ">"},
+                count=count,
+                block=block_ms if block_ms > 0 else None,
+            )
+        return [
+            Entry(_text(raw_id), _decode(fields))
+            for _name, entries in response or []
+            for raw_id, fields in entries
+        ]
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        if len(ids) > _PLAIN_ACK_MAX:
+            with _boundary("xack"):
+                await self._ack_script(keys=[self._stream], args=[self._group, orjson.dumps(ids)])
+        elif ids:
+            with _boundary("xack"):
+                await self._redis.xack(self._stream, self._group, *ids)
+
+    async def retry(self, ids: Sequence[str]) -> None:
+        if ids:
+            with _boundary("xclaim"):
+                await self._redis.xclaim(
+                    self._stream,
+                    self._group,
+                    self._name,
+                    0,
+                    list(ids),
+                    idle=_GIVEN_BACK_IDLE_MS,
+                    justid=True,
+                )
+            self._next_reclaim_at = 0.0
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,56 @@
+"""The worker's own small HTTP face: health, Prometheus metrics and the results push API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import JSONResponse, Response
+
+from nearline.config import Settings
+from nearline.worker.push import create_push_router
+from nearline.worker.worker import Worker
+
+
+def create_worker_app(worker: Worker) -> FastAPI:
+    app = FastAPI(title="nearline worker", docs_url=None, redoc_url=None)
+    results = sorted({p.results for p in worker.pipelines if p.results is not None})
+
+    @app.get("/healthz")
+    async def liveness() -> Response:
+        return JSONResponse({"status": "ok", "pipelines": [p.name for p in worker.pipelines]})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(worker.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(create_push_router(worker.broker, results, stop=worker.stopping))
+    return app
+
+
+async def serve_with_worker(worker: Worker, settings: Settings, port: int) -> None:
+    """Run ``worker`` and its HTTP face until either stops (a signal stops both)."""
+    config = uvicorn.Config(
+        create_worker_app(worker),
+        host=settings.server.host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        ws="websockets-sansio",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    working = asyncio.create_task(worker.run())
+    done, _ = await asyncio.wait({serving, working}, return_when=asyncio.FIRST_COMPLETED)
+    worker.stop()
+    server.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await working
+    await serving
+    for task in done:
+        task.result()
