@@ -15,6 +15,11 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the offending key."""
 
 
+class CommandError(Exception):
+    """A ``nearline`` subcommand cannot do what it was asked; the CLI prints the message as
+    one line on stderr and exits with status 2."""
+
+
 class NearlineError(Exception):
     """Base of every error nearline reports to a client."""
 
