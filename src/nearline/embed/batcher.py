@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from nearline.core.threads import DedicatedThread
 from nearline.embed.model import Embedder, Vectors
 
 _Vector = np.ndarray[tuple[int], np.dtype[np.float32]]
@@ -66,7 +66,7 @@ class EmbeddingBatcher:
         self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nearline-embed")
+        self._thread = DedicatedThread("nearline-embed")
         self._closed = False
         self._model_calls = 0
         self._texts = 0
@@ -109,7 +109,7 @@ class EmbeddingBatcher:
                 pending = self._queue.get_nowait()
                 if not pending.future.done():
                     pending.future.set_exception(RuntimeError("the embedding batcher closed"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        await self._thread.aclose()
 
     def _ensure_worker(self) -> asyncio.Queue[_Pending]:
         if self._queue is None or self._worker is None or self._worker.done():
@@ -121,7 +121,6 @@ class EmbeddingBatcher:
         return self._queue
 
     async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect(queue)
             live = [pending for pending in batch if not pending.future.done()]
@@ -129,9 +128,7 @@ class EmbeddingBatcher:
                 continue
             unique_texts = list(dict.fromkeys(pending.text for pending in live))
             try:
-                vectors = await loop.run_in_executor(
-                    self._executor, self._embedder.encode, unique_texts
-                )
+                vectors = await self._thread.run(self._embedder.encode, unique_texts)
             except asyncio.CancelledError:
                 for pending in live:
                     if not pending.future.done():

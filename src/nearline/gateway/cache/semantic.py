@@ -15,18 +15,17 @@ stream position (``save_snapshot``) and at start loads it and replays only later
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, ParamSpec, TypeVar
+from typing import Literal
 
 import numpy as np
 
+from nearline.core.threads import DedicatedThread
 from nearline.embed import EmbeddingBatcher
 from nearline.gateway.cache.ann_index import PartitionedIndex
 from nearline.gateway.cache.guard import GuardVerdict, NearMissGuard
@@ -49,8 +48,6 @@ from nearline.gateway.cache.semantic_store import (
 logger = logging.getLogger(__name__)
 
 Band = Literal["hit", "near"]
-_T = TypeVar("_T")
-_P = ParamSpec("_P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +119,7 @@ class SemanticCache:
         self._index = PartitionedIndex(batcher.dim, hnsw_threshold=hnsw_threshold)
         self._catalog: Catalog = {}
         self._position = "0-0"
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nearline-ann")
+        self._thread = DedicatedThread("nearline-ann")  # the one thread that owns the index
         self._follower: asyncio.Task[None] | None = None
         self._closing = False
         self._max_entries = max_entries
@@ -177,7 +174,7 @@ class SemanticCache:
             self._follower = None
         if save_snapshot and self._store.shared and self._snapshot_dir is not None:
             await self.save_snapshot()
-        await asyncio.to_thread(self._thread.shutdown, wait=True)  # not on the event loop
+        await self._thread.aclose()
         await self._store.aclose()
 
     async def _stop_follower(self, follower: asyncio.Task[None]) -> None:
@@ -200,9 +197,7 @@ class SemanticCache:
         """
         self._lookups += 1
         vector = await self._batcher.embed(query)
-        neighbours = await self._in_index_thread(
-            self._index.search, partition, vector, self._candidates
-        )
+        neighbours = await self._thread.run(self._index.search, partition, vector, self._candidates)
         now = time.time()
         for neighbour in neighbours:
             if neighbour.similarity < self.thresholds.near:
@@ -245,7 +240,7 @@ class SemanticCache:
             expires_at=time.time() + ttl_s,
         )
         await self._store.put(entry, payload)
-        await self._in_index_thread(self._apply_adds, [entry])
+        await self._thread.run(self._apply_adds, [entry])
         await self._evict_over_bound()
         return entry.entry_id
 
@@ -270,7 +265,7 @@ class SemanticCache:
             await self._store.put(entry, payload)
             entries.append(entry)
         for start in range(0, len(entries), 1000):
-            await self._in_index_thread(self._apply_adds, entries[start : start + 1000])
+            await self._thread.run(self._apply_adds, entries[start : start + 1000])
         return [entry.entry_id for entry in entries]
 
     async def delete(self, entry_id: int) -> bool:
@@ -311,7 +306,7 @@ class SemanticCache:
         if self._snapshot_dir is None:
             raise ValueError("this cache has no snapshot_dir")
         directory = self._snapshot_dir
-        await self._in_index_thread(
+        await self._thread.run(
             write_snapshot,
             directory,
             self._index,
@@ -340,7 +335,7 @@ class SemanticCache:
                 continue
             failures = 0
             if changes:
-                await self._in_index_thread(self._apply_changes, changes)
+                await self._thread.run(self._apply_changes, changes)
             if time.monotonic() - last_sweep >= self._sweep_interval_s:
                 await self._sweep_expired()
                 last_sweep = time.monotonic()
@@ -352,14 +347,14 @@ class SemanticCache:
                 logger.warning("semantic snapshot is older than the change feed; rescanning")
             await self._rescan()
         while changes := await self._store.changes_after(self._position, limit=5000):
-            await self._in_index_thread(self._apply_changes, changes)
+            await self._thread.run(self._apply_changes, changes)
         await self._sweep_expired()
 
     async def _load_snapshot(self) -> bool:
         if self._snapshot_dir is None or not self._snapshot_dir.exists():
             return False
         try:
-            snapshot = await self._in_index_thread(read_snapshot, self._snapshot_dir)
+            snapshot = await self._thread.run(read_snapshot, self._snapshot_dir)
         except ValueError as exc:
             logger.warning("ignoring unusable semantic snapshot: %s", exc)
             return False
@@ -378,7 +373,7 @@ class SemanticCache:
         self._catalog = {}
         self._position = await self._store.feed_head()  # changes after this are replayed
         async for batch in self._store.scan():
-            await self._in_index_thread(self._apply_adds, batch)
+            await self._thread.run(self._apply_adds, batch)
 
     def _apply_changes(self, changes: list[Change]) -> None:
         adds: list[IndexedEntry] = []
@@ -415,7 +410,7 @@ class SemanticCache:
 
     async def _forget(self, entry_ids: list[int]) -> None:
         if entry_ids:
-            await self._in_index_thread(self._remove, entry_ids)
+            await self._thread.run(self._remove, entry_ids)
 
     async def _sweep_expired(self) -> None:
         now = time.time()
@@ -437,13 +432,6 @@ class SemanticCache:
         while not self._closing:
             await asyncio.sleep(self._sweep_interval_s)
             await self._sweep_expired()
-
-    async def _in_index_thread(
-        self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
-    ) -> _T:
-        """Run ``function`` on the one thread that owns the index (never on the loop)."""
-        call = functools.partial(function, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
 
 def _partition_matches(partition: str, tenant: str | None, model: str | None) -> bool:

@@ -11,10 +11,10 @@ token, so generation stops within one token.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -28,6 +28,7 @@ from nearline.core.errors import InvalidRequest, NearlineError, UpstreamError
 from nearline.core.events import Delta, Done, Event, FinishReason, Usage
 from nearline.core.provider import Capabilities, ProviderCall
 from nearline.core.request import ChatRequest
+from nearline.core.threads import DedicatedThread
 from nearline.gateway.providers.fair_queue import FairQueue
 from nearline.gateway.providers.prefix_states import PrefixStates, common_prefix
 
@@ -66,7 +67,7 @@ class LocalProvider:
     def __init__(self, settings: LocalModelSettings) -> None:
         self._settings = settings
         self._queue = FairQueue(settings.max_queue, settings.queue_retry_after_s)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nearline-llama")
+        self._thread = DedicatedThread("nearline-llama")
         self._llm: Any = None
         self._format: Callable[[list[dict[str, str]]], tuple[str, list[str], bool]] | None = None
         self.recent_runs: deque[RunStats] = deque(maxlen=32)
@@ -77,14 +78,13 @@ class LocalProvider:
         return self._queue.depth
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._load)
+        await self._thread.run(self._load)
 
     def is_ready(self) -> bool:
         return self._llm is not None
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        await self._thread.aclose()  # waits for a running generation off the loop
         self._llm = None
 
     def _load(self) -> None:
@@ -134,8 +134,9 @@ class LocalProvider:
         async with self._queue.slot(call.tenant):
             stats = RunStats()
             self.recent_runs.append(stats)
-            job = loop.run_in_executor(
-                self._executor, self._generate, call.request, cancel, push, stats
+            # A future kept across cancellation: the generation is awaited (shielded) below.
+            job = self._thread.submit(
+                functools.partial(self._generate, call.request, cancel, push, stats)
             )
             try:
                 while True:

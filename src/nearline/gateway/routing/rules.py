@@ -9,13 +9,12 @@ which runs on a thread of its own, never on the event loop.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from nearline.config.routing import RuleConditions, RuleSettings
 from nearline.core.provider import ProviderCall
+from nearline.core.threads import DedicatedThread
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0  # what an unset temperature means to an OpenAI-style server
 
@@ -53,6 +52,8 @@ def matches(when: RuleConditions, call: ProviderCall, headers: Mapping[str, str]
 class RoutingPolicy(Protocol):
     async def choose(self, call: ProviderCall, headers: Mapping[str, str]) -> str | None: ...
 
+    async def aclose(self) -> None: ...
+
 
 class RulePolicy:
     def __init__(self, rules: Sequence[RuleSettings]) -> None:
@@ -63,6 +64,9 @@ class RulePolicy:
             if matches(rule.when, call, headers):
                 return rule.tier
         return None
+
+    async def aclose(self) -> None:
+        pass
 
 
 class StrongClassifier(Protocol):
@@ -88,16 +92,17 @@ class LearnedPolicy:
         self._threshold = threshold
         self._models = None if models is None else set(models)
         # One thread: the embedding model is CPU-bound, and calls in parallel only share cores.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nearline-router")
+        self._thread = DedicatedThread("nearline-router")
 
     async def choose(self, call: ProviderCall, headers: Mapping[str, str]) -> str | None:
         if self._models is not None and call.request.model not in self._models:
             return None
         user_text = "\n".join(m.text for m in call.request.messages if m.role == "user")
-        strong = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._classifier.needs_strong, user_text, self._threshold
-        )
+        strong = await self._thread.run(self._classifier.needs_strong, user_text, self._threshold)
         return self._strong if strong else self._weak
+
+    async def aclose(self) -> None:
+        await self._thread.aclose()
 
 
 class Router:
@@ -112,3 +117,7 @@ class Router:
             if tier is not None:
                 return tier
         return None
+
+    async def aclose(self) -> None:
+        for policy in self._policies:
+            await policy.aclose()
