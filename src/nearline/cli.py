@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nearline.core.errors import CommandError, ConfigError
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -16,18 +18,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from nearline.app import create_app
     from nearline.config import load_settings
-    from nearline.core.errors import ConfigError
 
     server: dict[str, object] = {}
     if args.host is not None:
         server["host"] = args.host
     if args.port is not None:
         server["port"] = args.port
-    try:
-        settings = load_settings(args.config, **({"server": server} if server else {}))
-    except ConfigError as exc:
-        print(f"nearline: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config, **({"server": server} if server else {}))
     print(
         f"nearline: serving {', '.join(settings.models)} on "
         f"http://{settings.server.host}:{settings.server.port}/v1 "
@@ -137,9 +134,15 @@ def _face_commands() -> list[Callable[[Any], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. The one error path: a subcommand raises ``CommandError`` (or
+    ``ConfigError``) and this prints it as one line, ``nearline: <message>``, and returns 2."""
     args = build_parser().parse_args(argv)
     run: Command = args.run
-    return run(args)
+    try:
+        return run(args)
+    except (CommandError, ConfigError) as exc:
+        print(f"nearline: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

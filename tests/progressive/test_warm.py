@@ -122,6 +122,14 @@ def test_an_unreachable_gateway_is_one_clear_error(tmp_path, capsys):
     assert not (tmp_path / "questions.txt.warm-state").exists()
 
 
+def test_a_subcommand_error_is_one_stderr_line_and_exit_2(tmp_path, capsys):
+    missing = tmp_path / "missing.txt"
+    assert main(["warm", str(missing), "--model", "big"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"nearline: cannot read {missing}: No such file or directory\n"
+
+
 def test_an_interrupted_run_resumes_without_asking_twice(make_stack, tmp_path):
     questions = [f"Question number {n}?" for n in range(8)]
     slow = MockBehaviour(ttft_s=0.4, tokens_per_s=400)

@@ -112,7 +112,7 @@ async def test_entries_left_by_a_consumer_that_went_away_go_to_another(
     departed = broker.consumer(stream, "g", "departed", reclaim_idle_ms=300)
     taken = await read_until(departed, 4)
     assert len(taken) == 4
-    await departed.close()  # without acknowledging anything
+    await departed.aclose()  # without acknowledging anything
 
     survivor = broker.consumer(stream, "g", "survivor", reclaim_idle_ms=300)
     got = await read_until(survivor, 4)

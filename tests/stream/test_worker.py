@@ -265,7 +265,7 @@ class _NeverAcks:
         class Forgetful:
             read = inner.read
             retry = inner.retry
-            close = inner.close
+            aclose = inner.aclose
 
             async def ack(self, ids: Sequence[str]) -> None:
                 return None
@@ -292,7 +292,7 @@ class _FlakyReads:
         class Flaky:
             ack = inner.ack
             retry = inner.retry
-            close = inner.close
+            aclose = inner.aclose
 
             async def read(self, count: int, block_ms: int) -> list[Entry]:
                 if outer.failures < 2:

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 import httpx
 import orjson
 
+from nearline.core.errors import CommandError
 from nearline.core.request import ANSWER_CHANGING_FIELDS
 from nearline.core.source import CACHED
 
@@ -151,9 +152,13 @@ class StateFile:
         self._file.flush()
         self.done.add(key)
 
-    def close(self) -> None:
+    def __enter__(self) -> StateFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
 
 
 @dataclass(slots=True)
@@ -221,7 +226,11 @@ class Progress:
         self._stream.write(prefix + message + "\n")
         self.update(force=self._tty)
 
-    def close(self) -> None:
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """End the bar's line, so what is printed next starts on a line of its own."""
         if self._enabled and self._tty:
             self._stream.write("\n")
         self._stream.flush()
@@ -341,35 +350,32 @@ def _run(args: argparse.Namespace) -> int:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        print(f"nearline warm: cannot read {path}: {exc.strerror}", file=sys.stderr)
-        return 2
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        print(f"nearline warm: {path} is not UTF-8 text: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(f"{path} is not UTF-8 text: {exc}") from exc
     questions, bad = read_questions(text.splitlines(), args.model)
     for line in bad:
         print(f"nearline warm: {path}:{line.line}: {line.reason}", file=sys.stderr)
-    state = StateFile(args.state or path.with_name(path.name + ".warm-state"))
     tally = Tally(total=len(questions))
-    progress = Progress(tally, sys.stderr, enabled=not args.quiet)
     target = Target(args.url.rstrip("/"), args.api_key, args.timeout, args.retries)
-    try:
-        asyncio.run(warm(questions, target, state, progress, tally, args.concurrency))
-    except GatewayUnreachable as exc:
-        progress.close()
-        print(f"nearline warm: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        progress.close()
+    interrupted = False
+    with (
+        StateFile(args.state or path.with_name(path.name + ".warm-state")) as state,
+        Progress(tally, sys.stderr, enabled=not args.quiet) as progress,
+    ):
+        try:
+            asyncio.run(warm(questions, target, state, progress, tally, args.concurrency))
+        except GatewayUnreachable as exc:
+            raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
         print(
             f"nearline warm: interrupted after {tally.finished} of {tally.total}; "
             f"run the same command again to resume (state: {state.path})",
             file=sys.stderr,
         )
         return 130
-    finally:
-        state.close()
-    progress.close()
     print(tally.summary(len(bad)), file=sys.stderr)
     return 1 if bad or tally.failed else 0
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nearline.core.errors import CommandError
 from nearline.gateway.routing.learned import DEFAULT_ROUTER_PATH, RouterFile
 from nearline.training.dataset import RoutingDataError
 from nearline.training.embedding_cache import DEFAULT_CACHE_DIR
@@ -53,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
         embedder = load_embedder(num_threads=args.threads)
         trained = build_router(args.data, embedder, args.cache_dir)
     except (RoutingDataError, EmbedderLoadError) as exc:
-        print(f"nearline train-router: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from exc
     print(render_report(trained.report), end="")
     text = trained.spec.to_json()
     if args.check:

@@ -142,7 +142,7 @@ class Consumer(Protocol):
         """Give the entries back: the group delivers them again, ``deliveries`` one higher."""
         ...
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop reading. Entries read and not acknowledged stay owed to the group."""
         ...
 

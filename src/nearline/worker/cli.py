@@ -48,7 +48,6 @@ def add_commands(commands: Any) -> None:
 
 def _run_worker(args: argparse.Namespace) -> int:
     from nearline.config import load_settings
-    from nearline.core.errors import ConfigError
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     worker: dict[str, object] = {}
@@ -56,16 +55,10 @@ def _run_worker(args: argparse.Namespace) -> int:
         worker["broker"] = args.broker
     if args.consumer is not None:
         worker["consumer_name"] = args.consumer
-    try:
-        settings = load_settings(args.config)
-        if worker:
-            settings = settings.model_copy(
-                update={"worker": settings.worker.model_copy(update=worker)}
-            )
-        return asyncio.run(_serve_worker(settings, args.http_port))
-    except ConfigError as exc:
-        print(f"nearline: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config)  # a ConfigError is reported by nearline.cli.main
+    if worker:
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=worker)})
+    return asyncio.run(_serve_worker(settings, args.http_port))
 
 
 async def _serve_worker(settings: Any, http_port: int | None) -> int:

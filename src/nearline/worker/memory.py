@@ -227,5 +227,5 @@ class MemoryConsumer:
                 pending.delivered_at = 0.0
         self._log.notify()
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self._closed = True

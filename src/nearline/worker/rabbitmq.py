@@ -403,7 +403,7 @@ class RabbitMQConsumer:
                     await message.nack(requeue=True)
                     self._unacked.discard(entry_id)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._channel is not None:
             with contextlib.suppress(AMQPError, ConnectionError, RuntimeError):
                 await self._channel.close()

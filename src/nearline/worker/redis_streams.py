@@ -340,5 +340,5 @@ class RedisConsumer:
                 )
             self._next_reclaim_at = 0.0
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         return None

@@ -126,7 +126,7 @@ class Worker:
                     )
                     await asyncio.sleep(_BROKER_RETRY_S)
         finally:
-            await consumer.close()
+            await consumer.aclose()
 
     async def _process(self, consumer: Consumer, pipeline: Pipeline, batch: list[Entry]) -> None:
         started = time.perf_counter()
