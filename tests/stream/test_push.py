@@ -180,3 +180,34 @@ async def test_stopping_the_server_ends_open_subscriptions_promptly(
             await asyncio.wait_for(reading, 3)  # the response ended by itself
 
     assert any(line.startswith("data: ") for line in lines)
+
+
+@pytest.mark.parametrize("broker_kind", ["memory"], indirect=True)
+async def test_the_worker_answers_a_bad_push_request_in_openai_error_shape(
+    broker: Broker, prefix: str
+) -> None:
+    from nearline.worker.pipeline import Pipeline
+    from nearline.worker.server import create_worker_app
+    from nearline.worker.worker import Worker
+
+    async def echo(batch: list[Entry]) -> list[dict[str, object]]:
+        return [dict(entry.data) for entry in batch]
+
+    worker = Worker(broker, [Pipeline("echo", f"{prefix}-source", echo, f"{prefix}-results")])
+    transport = httpx.ASGITransport(app=create_worker_app(worker))
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        unknown = await client.get(f"/v1/streams/{prefix}-source/events")
+        wrong_method = await client.post(f"/v1/streams/{prefix}-results/events")
+
+    assert unknown.status_code == 404
+    assert unknown.json() == {
+        "error": {
+            "message": f"no results stream named '{prefix}-source' is published here",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "not_found",
+        }
+    }
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert set(wrong_method.json()["error"]) == {"message", "type", "param", "code"}

@@ -2,7 +2,7 @@
 
 Every failure a client can see is one of these. Provider adapters translate their
 library's exceptions into this tree at the boundary (see ``providers/openai_compat.py``),
-and one handler in ``api/errors.py`` renders them as
+and one handler in ``core/http.py`` renders them as
 ``{"error": {"message", "type", "param", "code"}}``.
 """
 

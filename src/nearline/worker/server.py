@@ -11,12 +11,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from nearline.config import Settings
+from nearline.core.http import install_error_handlers
 from nearline.worker.push import create_push_router
 from nearline.worker.worker import Worker
 
 
 def create_worker_app(worker: Worker) -> FastAPI:
     app = FastAPI(title="nearline worker", docs_url=None, redoc_url=None)
+    install_error_handlers(app)  # errors in OpenAI's shape, as the gateway answers them
     results = sorted({p.results for p in worker.pipelines if p.results is not None})
 
     @app.get("/healthz")

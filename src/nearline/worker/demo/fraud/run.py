@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from nearline.core.http import install_error_handlers
 from nearline.worker.broker import Broker, Message, StreamBound, StreamFull, publish_patiently
 from nearline.worker.demo.fraud.features import CARD_WINDOW_MS, FEATURE_NAMES
 from nearline.worker.demo.fraud.generator import GeneratorSettings, TransactionGenerator
@@ -105,6 +106,7 @@ async def watch(broker: Broker, board: Scoreboard) -> None:
 
 def create_demo_app(broker: Broker, board: Scoreboard, stop: asyncio.Event) -> FastAPI:
     app = FastAPI(title="nearline fraud demo", docs_url=None, redoc_url=None)
+    install_error_handlers(app)
     stream_url = f"/v1/streams/{DECISIONS}/events"
 
     @app.get("/")
