@@ -10,6 +10,13 @@ from nearline.core.errors import AuthenticationFailed
 ANONYMOUS_TENANT = "local"
 
 
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header; ``None`` if absent or malformed."""
+    scheme, _, key = (authorization or "").partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     name: str
@@ -37,10 +44,10 @@ class KeyRing:
             return Tenant(ANONYMOUS_TENANT)
         if not authorization:
             raise AuthenticationFailed("missing API key: send it as 'Authorization: Bearer <key>'")
-        scheme, _, key = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        key = bearer_key(authorization)
+        if key is None:
             raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
-        digest = hash_api_key(key.strip())
+        digest = hash_api_key(key)
         tenant = self._by_digest.get(digest)  # keyed by digest: no secret is compared here
         if tenant is None:
             raise AuthenticationFailed("invalid API key")

@@ -14,6 +14,7 @@ from nearline.config import hash_api_key
 from nearline.core.errors import AuthenticationFailed, InvalidRequest
 from nearline.gateway.api.responses import JSONBody
 from nearline.gateway.api.state import app_state
+from nearline.gateway.tenancy import bearer_key
 
 router = APIRouter()
 
@@ -28,8 +29,8 @@ def _require_admin(request: Request) -> None:
     settings = app_state(request).settings
     if not settings.auth_enabled:
         return
-    scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or hash_api_key(key.strip()) not in settings.auth.admin_keys:
+    key = bearer_key(request.headers.get("authorization"))
+    if key is None or hash_api_key(key) not in settings.auth.admin_keys:
         raise AuthenticationFailed("an admin API key is required")
 
 
