@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import pytest
+from fastapi import FastAPI
+from opentelemetry.sdk.trace.export import SpanExporter
 from playwright.async_api import Browser, async_playwright
+from prometheus_client.parser import text_string_to_metric_families
+
+from nearline.app import create_app
+from nearline.config import Settings, load_settings
+from nearline.gateway.api.state import AppState
+from nearline.testing import ThreadServer, eventually, run_in_thread, serve_in_thread
+from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
+
+T = TypeVar("T")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = Path(CHROMIUM).exists()
@@ -39,3 +55,221 @@ async def browser() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+# --- mock upstreams and in-process gateways ------------------------------------------------
+#
+# ``make_gateway(**settings)`` is the one way a test gets a gateway: ``create_app`` served by
+# uvicorn on a real loopback socket in a thread (real HTTP, no subprocess), in front of a mock
+# upstream shared by the session, stopped with everything else it started when the test ends
+# (``make_module_gateway``: when the module ends). Tests about processes (the ``nearline
+# serve`` CLI, replicas, kill) start real processes with ``nearline.testing.serve_in_process``.
+
+FAST = MockBehaviour(ttft_s=0.01, tokens_per_s=2000)
+"""The default mock upstream: answers in a few milliseconds, 24 words, streamed word by word."""
+
+_COUNTERS = ("requests", "completed", "cancelled", "failed", "rate_limited", "disconnected")
+
+
+@dataclass(frozen=True)
+class Mock:
+    """One mock upstream, read through its counters since this view was taken (a mock may be
+    shared by many tests; ``active`` is the live number of open streams)."""
+
+    root: str
+    baseline: dict[str, int]
+
+    @classmethod
+    def at(cls, root: str) -> Mock:
+        return cls(root, _raw_stats(root))
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/v1"
+
+    def since(self) -> Mock:
+        """A view counting from now (for tests sharing a module's gateway)."""
+        return Mock.at(self.root)
+
+    def stats(self) -> dict[str, int]:
+        raw = _raw_stats(self.root)
+        return {k: v - self.baseline[k] if k in _COUNTERS else v for k, v in raw.items()}
+
+    def requests(self) -> int:
+        return self.stats()["requests"]
+
+    def wait_for(self, counter: str, at_least: int, timeout_s: float = 10.0) -> dict[str, int]:
+        """Wait until ``counter`` reaches ``at_least``; return the counters (fails on timeout)."""
+        return eventually(lambda: (s := self.stats())[counter] >= at_least and s, timeout_s)
+
+    def wait_idle(self, timeout_s: float = 10.0) -> dict[str, int]:
+        """Wait until every request it got has ended (completed, cancelled or failed)."""
+
+        def ended() -> dict[str, int] | None:
+            s = self.stats()
+            done = s["completed"] + s["cancelled"] + s["failed"] + s["rate_limited"]
+            return s if s["active"] == 0 and done >= s["requests"] else None
+
+        return eventually(ended, timeout_s)
+
+    def release(self) -> None:
+        """Let every held answer go (``MockBehaviour(hold_until_released=True)``)."""
+        httpx.post(f"{self.root}/mock/release", timeout=5).raise_for_status()
+
+
+def _raw_stats(root: str) -> dict[str, int]:
+    stats: dict[str, int] = httpx.get(f"{root}/mock/stats", timeout=5).json()
+    return stats
+
+
+class MockUpstreams:
+    """Mock upstreams by behaviour: one shared server per behaviour, or a fresh one."""
+
+    def __init__(self, exits: ExitStack) -> None:
+        self._exits = exits
+        self._shared: dict[MockBehaviour, str] = {}
+
+    def shared(self, behaviour: MockBehaviour = FAST) -> Mock:
+        if behaviour not in self._shared:
+            self._shared[behaviour] = self.start(behaviour)
+        return Mock.at(self._shared[behaviour])
+
+    def start(self, behaviour: MockBehaviour) -> str:
+        return self._exits.enter_context(serve_in_thread(create_mock_app(behaviour)))
+
+
+@pytest.fixture(scope="session")
+def mock_upstreams() -> Iterator[MockUpstreams]:
+    with ExitStack() as exits:
+        yield MockUpstreams(exits)
+
+
+@dataclass
+class Gateway:
+    """A gateway under test: its URL, app, settings and (by default) its mock upstream."""
+
+    server: ThreadServer
+    app: FastAPI
+    settings: Settings
+    upstream: Mock | None = None
+    _exits: ExitStack = field(default_factory=ExitStack)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def ws(self) -> str:
+        return self.url.replace("http://", "ws://", 1) + "/v1/ws"
+
+    @property
+    def state(self) -> AppState:
+        state = self.app.state.nearline
+        assert isinstance(state, AppState)
+        return state
+
+    def chat(
+        self,
+        content: str | list[dict[str, Any]] = "What is a cache?",
+        *,
+        model: str = "m",
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30,
+        **fields: Any,
+    ) -> httpx.Response:
+        """``POST /v1/chat/completions`` with one user message (or ``content`` as messages)."""
+        messages = [{"role": "user", "content": content}] if isinstance(content, str) else content
+        headers = dict(headers or {})
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        return httpx.post(
+            f"{self.v1}/chat/completions",
+            json={"model": model, "messages": messages, **fields},
+            headers=headers,
+            timeout=timeout,
+        )
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=5).text
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value from ``/metrics`` (0.0 when absent); ``labels`` must all match."""
+        for family in text_string_to_metric_families(self.metrics()):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait until no request is in flight and the pipeline's background work is done."""
+        background = self.state.pipeline.background
+        eventually(lambda: self.server.in_flight() == 0 and len(background) == 0, timeout_s)
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        """Run ``coroutine`` on the gateway's event loop (e.g. ``request_log.flush()``)."""
+        return self.server.call(coroutine, timeout_s)
+
+    def stop(self) -> None:
+        """Shut the gateway down now (its lifespan's shutdown runs: logs flushed, spans
+        exported); otherwise it stops when its factory does."""
+        self._exits.close()
+
+
+class GatewayFactory:
+    def __init__(self, upstreams: MockUpstreams, exits: ExitStack) -> None:
+        self._upstreams = upstreams
+        self._exits = exits
+
+    def mock(self, behaviour: MockBehaviour = FAST, *, fresh: bool = False) -> Mock:
+        """A mock upstream: the session's shared one for ``behaviour``, or (``fresh``) one of
+        its own, stopped with this factory (for state of its own: held answers, error draws)."""
+        if not fresh:
+            return self._upstreams.shared(behaviour)
+        return Mock.at(self._exits.enter_context(serve_in_thread(create_mock_app(behaviour))))
+
+    def __call__(
+        self,
+        upstream: Mock | MockBehaviour | None = None,
+        *,
+        span_exporter: SpanExporter | None = None,
+        **settings: Any,
+    ) -> Gateway:
+        """A gateway whose provider ``up`` is ``upstream`` (a shared fast mock by default) and
+        whose model ``m`` is served by it; ``settings`` go to ``load_settings`` (``providers``
+        are added to ``up``; ``models`` replace ``m``)."""
+        mock = upstream if isinstance(upstream, Mock) else self.mock(upstream or FAST)
+        providers = {"up": {"base_url": mock.base_url}, **settings.pop("providers", {})}
+        models = settings.pop("models", {"m": {"provider": "up", "upstream_model": "mock-1"}})
+        config = load_settings(providers=providers, models=models, **settings)
+        app = create_app(config, span_exporter=span_exporter)
+        exits = self._exits.enter_context(ExitStack())
+        server = exits.enter_context(run_in_thread(app))
+        return Gateway(server, app, config, mock.since(), exits)
+
+    def replicas(self, count: int, upstream: Mock | MockBehaviour | None = None, **settings: Any):
+        """``count`` gateways with the same settings in front of the same upstream."""
+        mock = upstream if isinstance(upstream, Mock) else self.mock(upstream or FAST)
+        return [self(mock, **copy.deepcopy(settings)) for _ in range(count)]
+
+
+@pytest.fixture
+def make_gateway(mock_upstreams: MockUpstreams) -> Iterator[GatewayFactory]:
+    """``make_gateway(upstream=None, *, span_exporter=None, **settings) -> Gateway``; every
+    gateway and fresh mock it started is stopped when the test ends."""
+    with ExitStack() as exits:
+        yield GatewayFactory(mock_upstreams, exits)
+
+
+@pytest.fixture(scope="module")
+def make_module_gateway(mock_upstreams: MockUpstreams) -> Iterator[GatewayFactory]:
+    """``make_gateway`` for gateways a whole module shares (isolate tests by tenant/prompt,
+    count upstream calls with ``gateway.upstream.since()``)."""
+    with ExitStack() as exits:
+        yield GatewayFactory(mock_upstreams, exits)

@@ -9,11 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nearline.app import create_app
 from nearline.config import hash_api_key, load_settings
 from nearline.core.errors import ConfigError
-from nearline.testing import serve_in_thread
-from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 
 def test_yaml_file_and_environment_are_merged_env_wins(tmp_path: Path, monkeypatch):
@@ -69,44 +66,16 @@ def test_cli_stops_with_a_message_naming_the_key(tmp_path: Path):
     assert "models.m.upstrem_model: unknown key" in result.stderr
 
 
-def _mock_settings(mock_url: str, **extra: object):
-    return load_settings(
-        providers={"up": {"base_url": f"{mock_url}/v1"}}, models={"m": {"provider": "up"}}, **extra
-    )
+def test_no_keys_on_loopback_means_auth_is_off(make_gateway):
+    response = make_gateway().chat("hi", timeout=10)
+    assert response.status_code == 200
 
 
-def test_no_keys_on_loopback_means_auth_is_off():
-    with (
-        serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0))) as mock_url,
-        serve_in_thread(create_app(_mock_settings(mock_url))) as url,
-    ):
-        response = httpx.post(
-            f"{url}/v1/chat/completions",
-            timeout=10,
-            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-        )
-        assert response.status_code == 200
-
-
-def test_keys_are_stored_hashed_and_map_to_tenants():
+def test_keys_are_stored_hashed_and_map_to_tenants(make_gateway):
     keys = [{"sha256": hash_api_key("sk-one"), "tenant": "one"}]
-    with (
-        serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0))) as mock_url,
-        serve_in_thread(create_app(_mock_settings(mock_url, auth={"keys": keys}))) as url,
-    ):
-        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-        ok = httpx.post(
-            f"{url}/v1/chat/completions",
-            json=body,
-            timeout=10,
-            headers={"Authorization": "Bearer sk-one"},
-        )
-        assert ok.status_code == 200
-        denied = httpx.post(
-            f"{url}/v1/chat/completions",
-            json=body,
-            timeout=10,
-            headers={"Authorization": f"Bearer {hash_api_key('sk-one')}"},
-        )
-        assert denied.status_code == 401  # the stored digest is not itself a key
-        assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 401
+    gateway = make_gateway(auth={"keys": keys})
+    ok = gateway.chat("hi", key="sk-one", timeout=10)
+    assert ok.status_code == 200
+    denied = gateway.chat("hi", key=hash_api_key("sk-one"), timeout=10)
+    assert denied.status_code == 401  # the stored digest is not itself a key
+    assert httpx.get(f"{gateway.v1}/models", timeout=10).status_code == 401

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +19,8 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from nearline.app import create_app
-from nearline.config import load_settings
-from nearline.testing import serve_in_thread
-from nearline.testing.mock_upstream import MockBehaviour, create_mock_app, deterministic_words
+from nearline.testing import eventually
+from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 pytestmark = pytest.mark.slow
 
@@ -63,22 +61,24 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(make_module_gateway) -> Stack:
     held = MockBehaviour(
         ttft_s=0.01, tokens_per_s=40, completion_tokens=12, hold_until_released=True
     )
-    with serve_in_thread(create_mock_app(held)) as mock_url:
-        settings = load_settings(
-            providers={"paid": {"base_url": f"{mock_url}/v1"}},
-            models={
-                "smollm2-135m-instruct": {"provider": "local"},
-                "big": {"provider": "paid", "upstream_model": "mock-1"},
-            },
-            cache={"exact": {"enabled": False}, "semantic": {"enabled": False}},
-        )
-        app = create_app(settings)
-        with serve_in_thread(app) as url:
-            yield Stack(url, mock_url, app)
+    mock = make_module_gateway.mock(held, fresh=True)  # its own hold, released by its tests
+    gateway = make_module_gateway(
+        mock,
+        models={
+            "smollm2-135m-instruct": {"provider": "local"},
+            "big": {"provider": "up", "upstream_model": "mock-1"},
+        },
+        cache={"exact": {"enabled": False}, "semantic": {"enabled": False}},
+    )
+    return Stack(gateway.url, mock.root, gateway.app)
+
+
+def _requests(mock_url: str) -> int:
+    return int(httpx.get(f"{mock_url}/mock/stats", timeout=5).json()["requests"])
 
 
 def _frames(text: str) -> list[tuple[str, dict]]:
@@ -156,15 +156,20 @@ def test_the_json_body_names_the_preliminary_it_would_have_shown(stack: Stack):
 
 
 def test_without_progressive_there_is_no_preliminary(stack: Stack):
-    def send() -> httpx.Response:
-        threading.Timer(0.3, lambda: httpx.post(f"{stack.mock_url}/mock/release")).start()
-        return httpx.post(
-            f"{stack.url}/v1/chat/completions",
-            timeout=60,
-            json={"model": "big", "stream": True, "messages": QUESTION},
-        )
+    asked = _requests(stack.mock_url)
 
-    response = send()
+    def release_once_asked() -> None:  # nothing to wait for: no draft runs without progressive
+        eventually(lambda: _requests(stack.mock_url) > asked, 30)
+        httpx.post(f"{stack.mock_url}/mock/release", timeout=5)
+
+    releaser = threading.Thread(target=release_once_asked, daemon=True)
+    releaser.start()
+    response = httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        timeout=60,
+        json={"model": "big", "stream": True, "messages": QUESTION},
+    )
+    releaser.join(timeout=60)
     assert ": nearline" not in response.text
     assert REFINED in "".join(
         body["choices"][0]["delta"].get("content") or ""

@@ -9,11 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import psycopg
 
-from nearline.app import create_app
-from nearline.config import load_settings
 from nearline.gateway.telemetry.requestlog import (
     TABLE,
     PostgresSink,
@@ -21,8 +18,6 @@ from nearline.gateway.telemetry.requestlog import (
     RequestRecord,
     SqliteSink,
 )
-from nearline.testing import serve_in_thread
-from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -51,24 +46,12 @@ def _record(tenant: str, ts: float | None = None) -> RequestRecord:
     )
 
 
-def test_requests_are_logged_with_source_timings_tokens_and_redaction(tmp_path: Path):
+def test_requests_are_logged_with_source_timings_tokens_and_redaction(tmp_path, make_gateway):
     db_path = tmp_path / "log.sqlite"
-    with serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0.01))) as mock_url:
-        settings = load_settings(
-            providers={"up": {"base_url": f"{mock_url}/v1"}},
-            models={"m": {"provider": "up"}},
-            request_log={"sqlite_path": str(db_path)},
-        )
-        with serve_in_thread(create_app(settings)) as url:
-            body = {
-                "model": "m",
-                "messages": [{"role": "user", "content": "mail me at jane.doe@example.com please"}],
-            }
-            for _ in range(2):
-                assert (
-                    httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10).status_code
-                    == 200
-                )
+    gateway = make_gateway(request_log={"sqlite_path": str(db_path)})
+    for _ in range(2):
+        assert gateway.chat("mail me at jane.doe@example.com please").status_code == 200
+    gateway.stop()  # shutting down writes what the log still holds
     rows = (
         sqlite3.connect(db_path)
         .execute(
@@ -93,7 +76,7 @@ async def test_a_full_buffer_drops_log_rows_never_requests(tmp_path: Path):
     assert accepted == [True, True, False, False, False]
     assert log.dropped == 3
     await log.start()
-    await log.close()
+    await log.aclose()
     assert log.written == 2
 
 
@@ -104,7 +87,7 @@ async def test_postgres_sink_and_retention():
     log.record(_record(tenant))
     log.record(_record(tenant, ts=time.time() - 3 * 86_400))  # past retention
     await log.flush()
-    await log.close()
+    await log.aclose()
     async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as db:
         count = await (
             await db.execute(f"SELECT count(*) FROM {TABLE} WHERE tenant = %s", (tenant,))
@@ -112,7 +95,7 @@ async def test_postgres_sink_and_retention():
         assert count == (2,)
         restarted = RequestLog(PostgresSink(POSTGRES_DSN), buffer_rows=10, retention_days=1)
         await restarted.start()  # retention runs at start
-        await restarted.close()
+        await restarted.aclose()
         count = await (
             await db.execute(f"SELECT count(*) FROM {TABLE} WHERE tenant = %s", (tenant,))
         ).fetchone()
@@ -137,5 +120,5 @@ async def test_logging_goes_on_while_the_database_is_stuck(tmp_path: Path):
     assert all(log.record(_record("t")) for _ in range(100))  # a plain call: cannot wait
     assert log.dropped == 0
     gate.set()
-    await log.close()
+    await log.aclose()
     assert log.written == 101

@@ -3,8 +3,6 @@ real HTTP collector on loopback. Requests go through nearline's mock upstream.""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
@@ -12,10 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nearline.app import create_app
-from nearline.config import load_settings
-from nearline.testing import serve_in_thread
-from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
+from nearline.testing import eventually, serve_in_thread
 
 BODY = {
     "model": "m",
@@ -25,20 +20,20 @@ BODY = {
 }
 
 
-def test_spans_per_stage_with_genai_attributes_and_trace_id_header():
+def test_spans_per_stage_with_genai_attributes_and_trace_id_header(make_gateway):
     exporter = InMemorySpanExporter()
-    with serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0.01))) as mock_url:
-        settings = load_settings(
-            providers={"up": {"base_url": f"{mock_url}/v1"}},
-            models={"m": {"provider": "up", "upstream_model": "mock-1"}},
+    gateway = make_gateway(span_exporter=exporter)
+    miss = httpx.post(f"{gateway.v1}/chat/completions", json=BODY, timeout=10)
+    hit = httpx.post(f"{gateway.v1}/chat/completions", json={**BODY, "stream": True}, timeout=10)
+    assert hit.status_code == 200
+
+    def ended(trace_id: str) -> bool:  # a root span ends when its request's task finishes
+        return any(
+            s.parent is None and format(s.context.trace_id, "032x") == trace_id
+            for s in exporter.get_finished_spans()
         )
-        with serve_in_thread(create_app(settings, span_exporter=exporter)) as url:
-            miss = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=10)
-            hit = httpx.post(
-                f"{url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
-            )
-            assert hit.status_code == 200
-            time.sleep(0.2)
+
+    eventually(lambda: ended(hit.headers["x-nearline-trace-id"]))
     spans = exporter.get_finished_spans()
     by_trace: dict[str, list] = {}
     for span in spans:
@@ -68,14 +63,13 @@ def test_spans_per_stage_with_genai_attributes_and_trace_id_header():
     )
 
 
-def test_errors_carry_the_trace_id_too():
-    with serve_in_thread(create_app(load_settings(models={}))) as url:
-        response = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=10)
+def test_errors_carry_the_trace_id_too(make_gateway):
+    response = httpx.post(f"{make_gateway(models={}).v1}/chat/completions", json=BODY, timeout=10)
     assert response.status_code == 404
     assert len(response.headers["x-nearline-trace-id"]) == 32
 
 
-def test_spans_are_exported_over_otlp_when_an_endpoint_is_configured():
+def test_spans_are_exported_over_otlp_when_an_endpoint_is_configured(make_gateway):
     received: list[bytes] = []
 
     async def collect(request: Request) -> Response:
@@ -83,18 +77,10 @@ def test_spans_are_exported_over_otlp_when_an_endpoint_is_configured():
         return Response(b"", media_type="application/x-protobuf")
 
     collector = Starlette(routes=[Route("/v1/traces", collect, methods=["POST"])])
-    with (
-        serve_in_thread(collector) as collector_url,
-        serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0.01))) as mock_url,
-    ):
-        settings = load_settings(
-            providers={"up": {"base_url": f"{mock_url}/v1"}},
-            models={"m": {"provider": "up"}},
-            tracing={"otlp_endpoint": collector_url},
-        )
-        with serve_in_thread(create_app(settings)) as url:
-            response = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=10)
-        # the app has shut down, which flushes the batching exporter
+    with serve_in_thread(collector) as collector_url:
+        gateway = make_gateway(tracing={"otlp_endpoint": collector_url})
+        response = httpx.post(f"{gateway.v1}/chat/completions", json=BODY, timeout=10)
+        gateway.stop()  # shutting the app down flushes the batching exporter
     assert received, "no OTLP export reached the collector"
     payload = b"".join(received)
     assert bytes.fromhex(response.headers["x-nearline-trace-id"]) in payload

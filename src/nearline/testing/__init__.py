@@ -1,25 +1,76 @@
 """Test doubles and helpers shipped with nearline, for its own tests and for users' tests.
 
 ``serve_in_thread`` runs any ASGI app (the gateway, the mock upstream) on a real loopback
-socket, so tests talk real HTTP without a subprocess; ``serve_in_process`` runs a real
-``nearline serve`` process from a config file, as a user would.
+socket, so tests talk real HTTP without a subprocess (``run_in_thread`` gives the running
+server too: what it still has in flight, and a way to run a coroutine on its loop);
+``serve_in_process`` runs a real ``nearline serve`` process from a config file, as a user
+would. ``eventually`` / ``eventually_async`` wait for a condition instead of a fixed sleep.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
 from starlette.types import ASGIApp
+
+T = TypeVar("T")
+
+__all__ = [
+    "ThreadServer",
+    "eventually",
+    "eventually_async",
+    "free_port",
+    "run_in_thread",
+    "serve_in_process",
+    "serve_in_thread",
+    "wait_until_ready",
+]
+
+
+def eventually(
+    predicate: Callable[[], T], timeout_s: float = 10.0, *, interval_s: float = 0.01
+) -> T:
+    """Call ``predicate`` until it returns something truthy; return that. Fails with
+    ``TimeoutError`` after ``timeout_s`` (for tests: wait on the condition, not a sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout_s} s: {predicate!r}")
+        time.sleep(interval_s)
+
+
+async def eventually_async(
+    predicate: Callable[[], T | Awaitable[T]], timeout_s: float = 10.0, *, interval_s: float = 0.01
+) -> T:
+    """``eventually`` for async tests: ``predicate`` may be a coroutine function; the loop
+    keeps running between tries."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout_s} s: {predicate!r}")
+        await asyncio.sleep(interval_s)
 
 
 def free_port() -> int:
@@ -30,13 +81,39 @@ def free_port() -> int:
 
 
 class _ThreadServer(uvicorn.Server):
+    loop: asyncio.AbstractEventLoop | None = None
+
     def install_signal_handlers(self) -> None:  # the main thread owns signals
         pass
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+
+@dataclass(frozen=True)
+class ThreadServer:
+    """An ASGI app served on a loopback socket by a uvicorn server in a thread."""
+
+    url: str
+    _server: _ThreadServer
+
+    def in_flight(self) -> int:
+        """Requests (and WebSocket sessions) whose handler has not returned yet."""
+        return len(self._server.server_state.tasks)
+
+    def connections(self) -> int:
+        return len(self._server.server_state.connections)
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        """Run ``coroutine`` on the server's event loop (where the app's objects live)."""
+        assert self._server.loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._server.loop).result(timeout_s)
+
 
 @contextmanager
-def serve_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
-    """Run ``app`` on a real loopback socket; yield its base URL; stop it afterwards."""
+def run_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[ThreadServer]:
+    """Run ``app`` on a real loopback socket (its lifespan included); stop it afterwards."""
     port = port or free_port()
     server = _ThreadServer(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -49,10 +126,17 @@ def serve_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
             raise RuntimeError("test server failed to start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield ThreadServer(f"http://127.0.0.1:{port}", server)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def serve_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
+    """Run ``app`` on a real loopback socket; yield its base URL; stop it afterwards."""
+    with run_in_thread(app, port) as server:
+        yield server.url
 
 
 def wait_until_ready(base_url: str, timeout_s: float = 60.0, path: str = "/readyz") -> None:
