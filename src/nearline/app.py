@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -25,8 +25,12 @@ from nearline.gateway.cache.semantic_store import MemoryStore, RedisStore, Seman
 from nearline.gateway.providers.build import build_providers
 from nearline.gateway.routing.build import build_router
 from nearline.gateway.routing.telemetry import RoutingCounters
+from nearline.gateway.serving.catalogue import Catalogue
 from nearline.gateway.serving.pipeline import ServingPipeline
+from nearline.gateway.serving.service import ChatService
+from nearline.gateway.serving.tiers import CacheTiers
 from nearline.gateway.telemetry.metrics import GatewayMetrics
+from nearline.gateway.telemetry.observe import AnswerObserver
 from nearline.gateway.telemetry.requestlog import (
     PostgresSink,
     Redactor,
@@ -84,68 +88,76 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        metrics = GatewayMetrics()
-        providers = build_providers(settings, RoutingCounters(metrics.registry))
-        redis_client = aioredis.from_url(settings.redis.url) if settings.redis.url else None
-        exact = build_exact_cache(settings, redis_client)
-        request_log = build_request_log(settings)
-        batcher = None
-        if settings.cache.semantic.enabled or settings.prefetch.enabled:
-            batcher = EmbeddingBatcher(await asyncio.to_thread(load_embedder))
-        semantic = await build_semantic_cache(settings, redis_client, batcher)
-        tracer_provider = None
-        tracer: Tracer = UnexportedTracer()
-        if settings.tracing.otlp_endpoint or span_exporter is not None:
-            tracer_provider = build_tracer_provider(
-                settings.tracing.service_name, settings.tracing.otlp_endpoint, span_exporter
-            )
-            tracer = tracer_from(tracer_provider)
-        pipeline = ServingPipeline(
-            settings.models,
-            providers,
-            exact,
-            settings.cache.replay_tokens_per_s,
-            request_log=request_log,
-            redact=Redactor(
-                settings.request_log.redact_patterns, settings.request_log.store_content
-            ),
-            tracer=tracer,
-            progressive=settings.progressive,
-            metrics=metrics,
-            router=build_router(settings.routing),
-            semantic=semantic,
-            semantic_ttl_s=settings.cache.semantic.ttl_s,
-            prefetch=settings.prefetch,
-            embed=batcher.embed if batcher is not None else None,
-        )
-        try:
-            if request_log is not None:
-                await request_log.start()
+        # Each thing's teardown is pushed right after it is built or started, so shutdown
+        # runs in the reverse order: the pipeline first, the tracer's flush last.
+        async with AsyncExitStack() as stack:
+            tracer: Tracer = UnexportedTracer()
+            if settings.tracing.otlp_endpoint or span_exporter is not None:
+                tracer_provider = build_tracer_provider(
+                    settings.tracing.service_name, settings.tracing.otlp_endpoint, span_exporter
+                )
+                stack.callback(tracer_provider.shutdown)  # flushes the OTLP exporter
+                tracer = tracer_from(tracer_provider)
+            metrics = GatewayMetrics()
+            redis_client = aioredis.from_url(settings.redis.url) if settings.redis.url else None
+            if redis_client is not None:
+                stack.push_async_callback(redis_client.aclose)
+            providers = build_providers(settings, RoutingCounters(metrics.registry))
             for provider in providers.values():
                 await provider.start()
+                stack.push_async_callback(provider.aclose)
+            exact = build_exact_cache(settings, redis_client)
+            if exact is not None:
+                stack.push_async_callback(exact.aclose)
+            batcher = None
+            if settings.cache.semantic.enabled or settings.prefetch.enabled:
+                batcher = EmbeddingBatcher(await asyncio.to_thread(load_embedder))
+                stack.push_async_callback(batcher.aclose)
+            semantic = await build_semantic_cache(settings, redis_client, batcher)
+            if semantic is not None:
+                stack.push_async_callback(semantic.aclose)
+            request_log = build_request_log(settings)
+            if request_log is not None:
+                await request_log.start()
+                stack.push_async_callback(request_log.aclose)
+            router = build_router(settings.routing)
+            stack.push_async_callback(router.aclose)
+            catalogue = Catalogue(settings.models, providers, router)
+            tiers = CacheTiers(
+                catalogue.provider_name,
+                exact,
+                semantic,
+                semantic_ttl_s=settings.cache.semantic.ttl_s,
+            )
+            observer = AnswerObserver(
+                metrics,
+                tracer=tracer,
+                request_log=request_log,
+                redact=Redactor(
+                    settings.request_log.redact_patterns, settings.request_log.store_content
+                ),
+            )
+            pipeline = ServingPipeline(
+                catalogue,
+                tiers,
+                observer,
+                replay_tokens_per_s=settings.cache.replay_tokens_per_s,
+                progressive=settings.progressive,
+                prefetch=settings.prefetch,
+                embed=batcher.embed if batcher is not None else None,
+            )
+            stack.push_async_callback(pipeline.aclose)
             app.state.nearline = AppState(
                 settings=settings,
                 keyring=KeyRing(settings.auth),
                 providers=providers,
+                catalogue=catalogue,
                 pipeline=pipeline,
+                service=ChatService(catalogue, pipeline, observer),
                 request_log=request_log,
                 tracer=tracer,
             )
             yield
-        finally:
-            await pipeline.aclose()
-            if request_log is not None:
-                await request_log.close()
-            if exact is not None:
-                await exact.aclose()
-            if semantic is not None:
-                await semantic.aclose()
-            for provider in providers.values():
-                await provider.aclose()
-            if redis_client is not None:
-                await redis_client.aclose()
-            if tracer_provider is not None:
-                tracer_provider.shutdown()  # flushes the OTLP exporter
 
     app = FastAPI(
         title="nearline",

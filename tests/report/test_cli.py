@@ -24,7 +24,7 @@ async def write_sqlite(path: Path, rows: Sequence[RequestRecord]) -> None:
     sink = SqliteSink(path)
     await sink.open()
     await sink.write(list(rows))
-    await sink.close()
+    await sink.aclose()
 
 
 def report(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -122,7 +122,7 @@ async def test_postgres_request_log(capsys: pytest.CaptureFixture[str], worked_e
             "chat.completions · n · inference",
         ]
     finally:
-        await sink.close()
+        await sink.aclose()
         with psycopg.connect(POSTGRES_DSN, autocommit=True) as db:
             db.execute(f"DELETE FROM {TABLE} WHERE tenant = %s", (tenant,))
 

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+
+import pytest
 
 from nearline.core.events import Delta, Done, Event, Preliminary, Replace, Usage
+from nearline.core.tasks import BackgroundTasks
 from nearline.gateway.serving.progressive import with_preliminary
+
+
+@pytest.fixture
+async def background() -> AsyncIterator[BackgroundTasks]:
+    """The owner of the merge's background work (stopping the preliminary source)."""
+    tasks = BackgroundTasks("test-merge")
+    yield tasks
+    await tasks.aclose()
 
 
 class Source:
@@ -30,11 +41,13 @@ class Source:
             self.closed = True
 
 
-async def test_preliminary_is_shown_until_the_refined_answer_starts_then_replaced():
+async def test_preliminary_is_shown_until_the_refined_answer_starts_then_replaced(
+    background: BackgroundTasks,
+):
     gate = asyncio.Event()
     refined = Source([Delta("Refined"), Delta(" text"), Usage(3, 2), Done()], gate)
     draft = Source([Delta("Draft"), Delta(" words"), Delta(" more")])
-    merged = with_preliminary(refined.run(), draft.run(), source="draft")
+    merged = with_preliminary(refined.run(), draft.run(), source="draft", background=background)
     seen = [await anext(merged), await anext(merged)]
     assert seen == [Preliminary("Draft", "draft"), Preliminary("Draft words", "draft")]
     gate.set()
@@ -45,29 +58,34 @@ async def test_preliminary_is_shown_until_the_refined_answer_starts_then_replace
     assert draft.closed and refined.closed
 
 
-async def test_a_refinement_that_agrees_confirms_the_preliminary():
+async def test_a_refinement_that_agrees_confirms_the_preliminary(background: BackgroundTasks):
     gate = asyncio.Event()
     refined = Source([Delta("Paris is"), Done()], gate)
     draft = Source([Delta("Paris is the capital.")])
-    merged = with_preliminary(refined.run(), draft.run(), source="draft")
+    merged = with_preliminary(refined.run(), draft.run(), source="draft", background=background)
     assert await anext(merged) == Preliminary("Paris is the capital.", "draft")
     gate.set()
     assert [e async for e in merged] == [Replace("confirm"), Delta("Paris is"), Done()]
 
 
-async def test_a_fast_refinement_gets_no_preliminary_at_all():
+async def test_a_fast_refinement_gets_no_preliminary_at_all(background: BackgroundTasks):
     refined = Source([Delta("quick"), Done()])
     draft = Source([Delta("slow")], asyncio.Event())  # never released
-    events = [e async for e in with_preliminary(refined.run(), draft.run(), source="draft")]
+    events = [
+        e
+        async for e in with_preliminary(
+            refined.run(), draft.run(), source="draft", background=background
+        )
+    ]
     assert events == [Delta("quick"), Done()]
     assert draft.sent == 0
 
 
-async def test_closing_the_merged_stream_closes_both_sources():
+async def test_closing_the_merged_stream_closes_both_sources(background: BackgroundTasks):
     gate = asyncio.Event()
     refined = Source([Delta("never")], gate)
     draft = Source([Delta("a"), Delta("b"), Delta("c")])
-    merged = with_preliminary(refined.run(), draft.run(), source="draft")
+    merged = with_preliminary(refined.run(), draft.run(), source="draft", background=background)
     await anext(merged)
     await merged.aclose()
     assert draft.closed

@@ -1,4 +1,4 @@
-"""OpenAI-compatible routes. Thin: parse, authenticate, hand to the pipeline, render."""
+"""OpenAI-compatible routes. Thin: parse, authenticate, hand to ``ChatService``, render."""
 
 from __future__ import annotations
 
@@ -8,19 +8,16 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from nearline.core.errors import InvalidRequest, NearlineError
 from nearline.core.request import ChatRequest
 from nearline.gateway.api.responses import SSE_HEADERS, JSONBody
-from nearline.gateway.api.state import AppState, app_state
-from nearline.gateway.cache import policy as cache_policy
+from nearline.gateway.api.state import app_state
 from nearline.gateway.serving.pipeline import Answer
+from nearline.gateway.serving.service import answer_headers, traced_headers
 from nearline.gateway.serving.sse import ChunkEncoder, collect_body
-from nearline.gateway.telemetry.tracing import TRACE_HEADER, trace_id_hex
 from nearline.gateway.tenancy import Tenant
 
 router = APIRouter()
@@ -31,6 +28,11 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
+    return chat_request_from(payload)
+
+
+def chat_request_from(payload: object) -> ChatRequest:
+    """Validate an already-decoded JSON body (the HTTP body, a WebSocket message's body)."""
     if not isinstance(payload, dict):
         raise InvalidRequest("the request body must be a JSON object")
     try:
@@ -71,57 +73,36 @@ def request_tenant(request: Request) -> Tenant:
 async def chat_completions(request: Request) -> Response:
     received_at = time.perf_counter()
     state = app_state(request)
-    root = state.tracer.start_span("POST /v1/chat/completions", kind=SpanKind.SERVER)
-    try:
-        return await _chat_completions(request, state, root, received_at)
-    except NearlineError as error:
-        root.set_status(Status(StatusCode.ERROR, error.message))
-        root.end()
-        error.extra_headers[TRACE_HEADER] = trace_id_hex(root)
-        raise
 
+    async def read() -> ChatRequest:
+        return parse_chat_request(await request.body())
 
-async def _chat_completions(
-    request: Request, state: AppState, root: Span, received_at: float
-) -> Response:
-    parent = trace.set_span_in_context(root)
-    with state.tracer.start_span("auth", context=parent):
-        tenant = request_tenant(request)
-    chat = parse_chat_request(await request.body())
-    root.set_attribute("gen_ai.request.model", chat.model)
-    call = await state.pipeline.resolve(chat, tenant, request.headers)
-    answer = await state.pipeline.answer(
-        call,
-        cache_policy.from_header(request.headers.get("cache-control")),
-        received_at,
-        trace_parent=parent,
-        progressive=progressive_header(request.headers.get("x-nearline-progressive")),
+    answer = await state.service.handle(
+        read, lambda: request_tenant(request), request.headers, received_at=received_at
     )
+    chat = answer.call.request
     provenance = _provenance(answer)
-    headers = {"x-nearline-source": answer.source, TRACE_HEADER: trace_id_hex(root)}
-    if answer.similarity is not None:
-        headers["x-nearline-similarity"] = f"{answer.similarity:.4f}"
-    root.set_attribute("nearline.source", answer.source)
+    headers = answer_headers(answer)
     if not chat.stream:
         try:
-            body = await collect_body(chat.model, answer.events(), provenance)
+            body = await collect_body(
+                chat.model, answer.events(), provenance, completion_id=answer.request_id
+            )
+        except NearlineError as error:  # after the first event, but before any byte was sent
+            error.extra_headers.update(traced_headers(answer))
+            raise
         finally:
             await answer.aclose()  # as for a stream: nothing of the answer keeps running
-            root.end()
         return JSONBody(body, headers=headers)
-    encoder = ChunkEncoder(model=chat.model, include_usage=chat.include_usage, extension=provenance)
-    streaming = state.tracer.start_span("stream", context=parent)
-    return StreamingResponse(
-        _sse(encoder, answer, (streaming, root)),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS | headers,
+    encoder = ChunkEncoder(
+        model=chat.model,
+        include_usage=chat.include_usage,
+        extension=provenance,
+        completion_id=answer.request_id,
     )
-
-
-def progressive_header(value: str | None) -> bool | None:
-    if value is None:
-        return None
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    return StreamingResponse(
+        _sse(encoder, answer), media_type="text/event-stream", headers=SSE_HEADERS | headers
+    )
 
 
 def _provenance(answer: Answer) -> dict[str, Any]:
@@ -129,9 +110,7 @@ def _provenance(answer: Answer) -> dict[str, Any]:
     return {"source": answer.source, "similarity": answer.similarity}
 
 
-async def _sse(
-    encoder: ChunkEncoder, answer: Answer, spans: tuple[Span, ...]
-) -> AsyncIterator[bytes]:
+async def _sse(encoder: ChunkEncoder, answer: Answer) -> AsyncIterator[bytes]:
     try:
         yield encoder.opening()
         async for event in answer.events():
@@ -140,8 +119,6 @@ async def _sse(
                 yield frame
     finally:
         await answer.aclose()  # the client left or the answer ended: stop the upstream work
-        for span in spans:
-            span.end()
 
 
 @router.get("/v1/models")
@@ -149,7 +126,6 @@ async def list_models(request: Request) -> Response:
     tenant = request_tenant(request)
     data: list[dict[str, Any]] = [
         {"id": name, "object": "model", "created": 0, "owned_by": "nearline"}
-        for name in app_state(request).pipeline.model_names
-        if tenant.may_use(name)
+        for name in app_state(request).catalogue.names_for(tenant)
     ]
     return JSONBody({"object": "list", "data": data})

@@ -9,7 +9,9 @@ from starlette.requests import Request
 
 from nearline.config import Settings
 from nearline.core.provider import Provider
+from nearline.gateway.serving.catalogue import Catalogue
 from nearline.gateway.serving.pipeline import ServingPipeline
+from nearline.gateway.serving.service import ChatService
 from nearline.gateway.telemetry.requestlog import RequestLog
 from nearline.gateway.tenancy import KeyRing
 
@@ -19,7 +21,9 @@ class AppState:
     settings: Settings
     keyring: KeyRing
     providers: dict[str, Provider]
+    catalogue: Catalogue
     pipeline: ServingPipeline
+    service: ChatService
     tracer: Tracer
     request_log: RequestLog | None = None
 

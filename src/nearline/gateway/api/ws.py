@@ -15,16 +15,16 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, WebSocket
-from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from nearline.core.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, NearlineError
 from nearline.core.events import Delta, Done, ErrorEvent, Event, Preliminary, Replace, Usage
 from nearline.core.model import Strict as _Strict
-from nearline.gateway.api.openai import parse_chat_request, progressive_header
+from nearline.core.request import ChatRequest
+from nearline.gateway.api.openai import chat_request_from
 from nearline.gateway.api.state import AppState
+from nearline.gateway.serving.service import WEBSOCKET
 from nearline.gateway.serving.sse import progressive_event
 from nearline.gateway.tenancy import Tenant
 
@@ -169,38 +169,26 @@ class _Connection:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, request_id: str, body: dict[str, Any], received_at: float) -> None:
-        root = self._state.tracer.start_span("WS /v1/ws chat", kind=SpanKind.SERVER)
-        try:
-            await self._answer(request_id, body, received_at, root)
-        finally:
-            root.end()
-
-    async def _answer(
-        self, request_id: str, body: dict[str, Any], received_at: float, root: Span
-    ) -> None:
         assert self.tenant is not None
-        parent = trace.set_span_in_context(root)
+
+        async def read() -> ChatRequest:
+            return chat_request_from(body)  # the message's JSON is decoded once, already
+
         try:
-            chat = parse_chat_request(orjson.dumps(body))
-            root.set_attribute("gen_ai.request.model", chat.model)
-            call = await self._state.pipeline.resolve(chat, self.tenant, self._socket.headers)
-            answer = await self._state.pipeline.answer(
-                call,
-                None,
-                received_at,
-                trace_parent=parent,
-                progressive=progressive_header(self._socket.headers.get("x-nearline-progressive")),
+            answer = await self._state.service.handle(
+                read,
+                self.tenant,
+                self._socket.headers,
+                received_at=received_at,
+                transport=WEBSOCKET,
             )
         except NearlineError as error:
-            root.set_status(Status(StatusCode.ERROR, error.message))
             await self.send(error_message(request_id, error))
             return
         except Exception:  # a bug, not the client's fault: say so instead of going silent
             log.exception("WebSocket request %r failed", request_id)
-            root.set_status(Status(StatusCode.ERROR, "internal error"))
             await self.send(error_message(request_id, NearlineError("internal error")))
             return
-        root.set_attribute("nearline.source", answer.source)
         try:
             async for event in answer.events():
                 if not await self.send(event_message(request_id, event, answer.source)):

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from nearline.config import PrefetchSettings
 from nearline.core.provider import ProviderCall
+from nearline.gateway.serving.tiers import CacheTiers
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,13 @@ class Prefetcher:
         self,
         settings: PrefetchSettings,
         embed: Embed,
-        is_cached: Callable[[ProviderCall], Awaitable[bool]],
+        tiers: CacheTiers,
         precompute: Callable[[ProviderCall], Awaitable[None]],
         on_prefetch: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._embed = embed
-        self._is_cached = is_cached
+        self._tiers = tiers
         self._precompute = precompute
         self._on_prefetch = on_prefetch
         self._streams: dict[tuple[str, str], _Stream] = defaultdict(_Stream)
@@ -133,7 +134,11 @@ class Prefetcher:
 
     async def _maybe_prefetch(self, call: ProviderCall) -> None:
         question = _question(call)
-        if question is None or await self._is_cached(call) or not self._bucket.take():
+        if (
+            question is None
+            or await self._tiers.is_cached(self._tiers.keys(call))
+            or not self._bucket.take()
+        ):
             return
         self.prefetched.add(_mark(call, question))
         self._on_prefetch()

@@ -5,6 +5,9 @@ text is shown as ``Preliminary`` events (each carries the whole preliminary text
 When the refined answer's first token arrives the preliminary source is stopped (a draft
 model frees its slot), one ``Replace`` says whether the refinement replaces or confirms
 what was shown, and the refined events follow unchanged.
+
+Stopping the preliminary source runs in the caller's ``BackgroundTasks`` (the pipeline's),
+so it is cancelled and awaited when its owner closes.
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ from collections.abc import AsyncGenerator
 
 from nearline.core.errors import NearlineError
 from nearline.core.events import Delta, Event, Preliminary, Replace
-
-_BACKGROUND: set[asyncio.Future[None]] = set()  # keeps stopping tasks alive until done
+from nearline.core.tasks import BackgroundTasks
 
 
 def _agrees(preliminary: str, refined_start: str) -> bool:
@@ -30,6 +32,8 @@ async def with_preliminary(
     preliminary: AsyncGenerator[Event, None],
     source: str,
     similarity: float | None = None,
+    *,
+    background: BackgroundTasks,
 ) -> AsyncGenerator[Event, None]:
     refined_first: asyncio.Future[Event] = asyncio.ensure_future(anext(refined))
     pending: asyncio.Future[Event] | None = asyncio.ensure_future(anext(preliminary))
@@ -53,9 +57,8 @@ async def with_preliminary(
         # Stop the preliminary source without waiting for it: a draft model may be in the
         # middle of evaluating its prompt, which cannot be interrupted, and the refined answer
         # must not wait for that.
-        stopping = asyncio.ensure_future(_stop(pending, preliminary))
-        _BACKGROUND.add(stopping)
-        stopping.add_done_callback(_BACKGROUND.discard)
+        if not background.start(_stop(pending, preliminary)) and pending is not None:
+            pending.cancel()  # the owner is closing: drop the preliminary source's next event
         pending = None
         first = await refined_first
         if shown and isinstance(first, Delta):

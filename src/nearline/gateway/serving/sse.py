@@ -30,8 +30,13 @@ from nearline.core.events import (
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
-def new_completion_id() -> str:
+def new_request_id() -> str:
+    """The one id of a request: the response's ``x-request-id`` and body ``id``, its
+    request-log row, its root span's ``nearline.request_id``."""
     return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+new_completion_id = new_request_id  # the body's ``id`` is the request id
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
@@ -52,7 +57,7 @@ class ChunkEncoder:
     model: str
     include_usage: bool
     extension: dict[str, Any] | None = None
-    completion_id: str = field(default_factory=new_completion_id)
+    completion_id: str = field(default_factory=new_request_id)
     created: int = field(default_factory=lambda: int(time.time()))
     _pending_usage: Usage | None = None
 
@@ -114,7 +119,11 @@ def progressive_comment(event: Preliminary | Replace) -> bytes:
 
 
 async def collect_body(
-    model: str, events: AsyncIterator[Event], extension: dict[str, Any] | None = None
+    model: str,
+    events: AsyncIterator[Event],
+    extension: dict[str, Any] | None = None,
+    *,
+    completion_id: str | None = None,
 ) -> dict[str, Any]:
     """Fold an event stream into a ``chat.completion`` body; an error event raises it.
 
@@ -131,7 +140,7 @@ async def collect_body(
                 if preliminary is not None:
                     preliminary["action"] = event.action
     return {
-        "id": new_completion_id(),
+        "id": completion_id or new_request_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,

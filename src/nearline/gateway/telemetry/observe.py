@@ -1,16 +1,29 @@
 """Measure an answer as the client receives it: first useful content, first token, end,
-abandonment. Wraps the pipeline's event stream; the transport pulls through it."""
+abandonment. Wraps the pipeline's event stream; the transport pulls through it.
+
+``AnswerObserver`` is the one place the serving code reports to: metrics, spans, and the
+request-log row of every answer (redacted, with its cost).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
+from opentelemetry.context import Context
+from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
+
+from nearline.core.errors import NearlineError
 from nearline.core.events import Delta, Done, ErrorEvent, Event, Preliminary, Replace, Usage
 from nearline.core.price import Price
+from nearline.core.provider import ProviderCall
 from nearline.core.source import Source
 from nearline.gateway.telemetry.metrics import GatewayMetrics
+from nearline.gateway.telemetry.requestlog import RequestLog, RequestRecord
+from nearline.gateway.telemetry.tracing import genai_request_attributes, traced
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +146,148 @@ async def observed(
         outcome = observation.finish()
         if on_end is not None:
             on_end(outcome)
+
+
+class AnswerObserver:
+    """Metrics, spans and the request log of every answer, built and fed in one place."""
+
+    def __init__(
+        self,
+        metrics: GatewayMetrics | None = None,
+        *,
+        tracer: Tracer | None = None,
+        request_log: RequestLog | None = None,
+        redact: Callable[[str], str] = str,
+    ) -> None:
+        self.metrics = metrics or GatewayMetrics()
+        self.tracer = tracer or NoOpTracer()
+        self._request_log = request_log
+        self._redact = redact
+
+    # --- spans -------------------------------------------------------------------------
+
+    def span(self, name: str, parent: Context | None = None, **options: Any) -> Span:
+        return self.tracer.start_span(name, context=parent, **options)
+
+    def traced_call(
+        self,
+        events: AsyncIterator[Event],
+        call: ProviderCall,
+        provider: str,
+        parent: Context | None,
+    ) -> AsyncGenerator[Event, None]:
+        """``events`` inside the provider call's client span (GenAI attributes, usage)."""
+        span = self.tracer.start_span(
+            f"chat {call.upstream_model}",
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes=genai_request_attributes(call.request, provider),
+        )
+        return traced(events, span)
+
+    @staticmethod
+    def failed(span: Span, error: BaseException) -> None:
+        message = error.message if isinstance(error, NearlineError) else "internal error"
+        span.set_status(Status(StatusCode.ERROR, message))
+
+    # --- counters ----------------------------------------------------------------------
+
+    def cache_hit(self, tier: Source) -> None:
+        self.metrics.cache_hits.labels(tier=tier).inc()
+
+    def cache_miss(self) -> None:
+        self.metrics.cache_misses.inc()
+
+    def refused(self, model: str, error: NearlineError) -> None:
+        """An answer that failed before its first event (an error event was counted as it
+        passed, so is not counted again)."""
+        if not error.counted:
+            self.metrics.upstream_errors.labels(model=model, code=error.code or "").inc()
+
+    # --- the answer and its row ----------------------------------------------------------
+
+    def observe(
+        self,
+        events: AsyncIterator[Event],
+        call: ProviderCall,
+        *,
+        request_id: str,
+        source: str,
+        received_at: float,
+        price: Price | None,
+        similarity: float | None = None,
+        on_ok: Callable[[], None] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """Measure ``events`` as they pass; at the end, log the request's row."""
+        arrived_unix = time.time() - (time.perf_counter() - received_at)
+
+        def ended(outcome: AnswerOutcome) -> None:
+            if outcome.outcome == "ok" and on_ok is not None:
+                on_ok()
+            if self._request_log is not None:
+                self._request_log.record(
+                    self.record(
+                        call,
+                        outcome,
+                        request_id=request_id,
+                        source=source,
+                        similarity=similarity,
+                        arrived_unix=arrived_unix,
+                        price=price,
+                    )
+                )
+
+        return observed(
+            events,
+            self.metrics,
+            model=call.request.model,
+            source=source,
+            received_at=received_at,
+            price=price,
+            on_end=ended,
+        )
+
+    def record(
+        self,
+        call: ProviderCall,
+        outcome: AnswerOutcome,
+        *,
+        request_id: str,
+        source: str,
+        similarity: float | None,
+        arrived_unix: float,
+        price: Price | None,
+    ) -> RequestRecord:
+        """The request-log row of one answer: content redacted, cost zero from a cache."""
+        request = call.request
+        messages = [{"role": m.role, "content": m.text} for m in request.messages]
+        cost = None
+        if price is not None and source == Source.INFERENCE:
+            cost = price.cost(outcome.usage)
+        elif price is not None:
+            cost = 0.0  # answered from cache: no upstream spend
+        return RequestRecord(
+            ts=arrived_unix,
+            request_id=request_id,
+            tenant=call.tenant,
+            model=request.model,
+            route="chat.completions",
+            source=source,
+            similarity=similarity,
+            stream=request.stream,
+            outcome=outcome.outcome,
+            error_code=outcome.error_code,
+            time_to_first_useful_ms=_ms(outcome.first_useful_s),
+            time_to_first_token_ms=_ms(outcome.first_token_s),
+            total_ms=outcome.total_s * 1000,
+            prompt_tokens=outcome.usage.prompt_tokens,
+            completion_tokens=outcome.usage.completion_tokens,
+            cached_tokens=outcome.usage.cached_tokens,
+            cost_usd=cost,
+            input=self._redact(orjson.dumps(messages).decode()),
+            output=self._redact(outcome.text),
+        )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000

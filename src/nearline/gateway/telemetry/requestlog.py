@@ -102,7 +102,7 @@ class RowSink(Protocol):
 
     async def delete_older_than(self, cutoff_ts: float) -> int: ...
 
-    async def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class SqliteSink:
@@ -144,7 +144,7 @@ class SqliteSink:
 
         return await asyncio.to_thread(delete)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
             self._db = None
@@ -172,7 +172,7 @@ class PostgresSink:
         cursor = await self._db.execute(f"DELETE FROM {TABLE} WHERE ts < %s", (cutoff_ts,))
         return cursor.rowcount
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -217,7 +217,7 @@ class RequestLog:
         while not self._buffer.empty():
             await self._write(self._take_batch([]))
 
-    async def close(self, timeout_s: float = 10.0) -> None:
+    async def aclose(self, timeout_s: float = 10.0) -> None:
         """Let the writer finish what is buffered (up to ``timeout_s``), then stop it."""
         deadline = time.monotonic() + timeout_s
         # Shutdown only: polling keeps record() and the writer free of extra signalling.
@@ -228,13 +228,13 @@ class RequestLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
         await self.flush()
-        await self._sink.close()
+        await self._sink.aclose()
 
     async def _drain_forever(self) -> None:
         last_retention = time.monotonic()
         while True:
             first = await self._buffer.get()
-            self._writing = True  # holding rows outside the buffer: close() must wait for them
+            self._writing = True  # holding rows outside the buffer: aclose() must wait for them
             try:
                 await asyncio.sleep(self._linger_s)  # gather a batch: one transaction, not many
                 await self._write(self._take_batch([first]))

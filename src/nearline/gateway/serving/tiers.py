@@ -1,0 +1,109 @@
+"""The cache tiers together: the exact tier and the semantic tier, behind one object.
+
+A request's keys are computed once (``keys``) and handed to every step that needs them:
+the lookups, the storer that records a completed answer into both tiers, and ``is_cached``
+(the prefetcher's question). Either tier may be off; its key is then ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nearline.core.provider import ProviderCall
+from nearline.gateway.cache.exact import ExactCache, ExactHit, exact_key
+from nearline.gateway.cache.exact_store import EntryKey
+from nearline.gateway.cache.partition import SemanticKey, Turn, semantic_key
+from nearline.gateway.cache.recording import RecordedAnswer
+from nearline.gateway.cache.semantic import SemanticCache, SemanticMatch
+
+Store = Callable[[RecordedAnswer], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKeys:
+    """Where one request's answer lives in each tier (``None``: the tier is off or the
+    request cannot be cached there)."""
+
+    exact: EntryKey | None
+    semantic: SemanticKey | None
+
+    @property
+    def any(self) -> bool:
+        return self.exact is not None or self.semantic is not None
+
+
+class CacheTiers:
+    def __init__(
+        self,
+        provider_name: Callable[[ProviderCall], str],
+        exact: ExactCache | None = None,
+        semantic: SemanticCache | None = None,
+        *,
+        semantic_ttl_s: float = 3600.0,
+    ) -> None:
+        self._provider_name = provider_name
+        self._exact = exact
+        self._semantic = semantic
+        self._semantic_ttl_s = semantic_ttl_s
+
+    @property
+    def exact(self) -> ExactCache | None:
+        return self._exact
+
+    @property
+    def semantic(self) -> SemanticCache | None:
+        return self._semantic
+
+    @property
+    def enabled(self) -> bool:
+        return self._exact is not None or self._semantic is not None
+
+    def keys(self, call: ProviderCall) -> CacheKeys:
+        """``call``'s keys in both tiers. Tiers chosen per request (routing) answer
+        differently, so both keys name the provider."""
+        provider = self._provider_name(call)
+        exact = exact_key(call, provider) if self._exact is not None else None
+        return CacheKeys(exact, self._semantic_key(call, provider))
+
+    def _semantic_key(self, call: ProviderCall, provider: str) -> SemanticKey | None:
+        if self._semantic is None:
+            return None
+        request = call.request
+        turns = [Turn(m.role, m.text) for m in request.messages]
+        key = semantic_key(call.tenant, request.model, turns, request.answer_changing_params())
+        if key is None:
+            return None
+        return SemanticKey(f"{key.partition}|{provider}", key.query)
+
+    async def lookup_exact(self, keys: CacheKeys) -> ExactHit | None:
+        if self._exact is None or keys.exact is None:
+            return None
+        return await self._exact.get(keys.exact)
+
+    async def lookup_semantic(self, keys: CacheKeys) -> SemanticMatch | None:
+        """The nearest stored answer in ``band`` "hit" or "near", or ``None``."""
+        if self._semantic is None or keys.semantic is None:
+            return None
+        return await self._semantic.lookup(keys.semantic.partition, keys.semantic.query)
+
+    async def is_cached(self, keys: CacheKeys) -> bool:
+        """Whether a lookup would be answered from a tier (fresh, stale or semantic hit)."""
+        if await self.lookup_exact(keys) is not None:
+            return True
+        match = await self.lookup_semantic(keys)
+        return match is not None and match.band == "hit"
+
+    def storer(self, keys: CacheKeys, *, semantic: bool = True) -> Store:
+        """Store a completed answer under ``keys`` in the exact tier, and in the semantic
+        tier too unless ``semantic`` is false (a stale exact entry's refresh)."""
+        exact, cache, ttl_s = self._exact, self._semantic, self._semantic_ttl_s
+        skey = keys.semantic if semantic else None
+
+        async def store(answer: RecordedAnswer) -> None:
+            if exact is not None and keys.exact is not None:
+                await exact.put(keys.exact, answer)
+            if cache is not None and skey is not None:
+                await cache.store(skey.partition, skey.query, answer.to_bytes(), ttl_s)
+
+        return store
