@@ -58,16 +58,22 @@ def test_request_log_mode(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "message"),
     [
-        ["advise"],
-        ["advise", "missing.yaml"],
-        ["advise", "--log", "missing.jsonl"],
+        (["advise"], "give a profile, --log/--postgres, or both"),
+        (["advise", "missing.yaml"], "missing.yaml: cannot read the profile"),
+        (["advise", "--log", "missing.jsonl"], "missing.jsonl: [Errno 2]"),
+        (["advise", "--postgres", "postgresql://nobody@127.0.0.1:1/x"], "connection failed"),
     ],
 )
-def test_unusable_input_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_unusable_input_exits_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
-    assert capsys.readouterr().err.startswith("nearline advise:")
+    err = capsys.readouterr().err
+    assert err.startswith("nearline: ")
+    assert message in err
+    assert err.count("\n") == 1  # one line, even for a multi-line driver message
 
 
 def test_unknown_price_is_an_argument_error() -> None:

@@ -47,7 +47,7 @@ async def _write_log(path: Path) -> None:
         log.record(
             _row("chat", "inference" if i % 4 else "exact", 1800.0 if i % 4 else 20.0, now + i * 10)
         )
-    await log.close()
+    await log.aclose()
 
 
 def test_advise_reads_the_gateways_sqlite_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -65,7 +65,7 @@ def test_an_empty_gateway_log_is_a_clear_error(tmp_path: Path, capsys: pytest.Ca
     async def create() -> None:
         log = RequestLog(SqliteSink(path), buffer_rows=10)
         await log.start()
-        await log.close()
+        await log.aclose()
 
     asyncio.run(create())
     assert main(["advise", "--log", str(path)]) == 2

@@ -1,9 +1,18 @@
 from __future__ import annotations
 
-import numpy as np
+import json
+import sys
+from pathlib import Path
 
-from nearline.embed import Embedder, load_embedder
+import numpy as np
+import pytest
+
+from nearline.embed import Embedder, EmbedderLoadError, load_embedder
 from nearline.embed.model import length_groups
+
+# Computed by the fp32 model on PyTorch (load_embedder("torch"), the nearline[torch] extra), so
+# the int8 default is checked against the real model on an install without PyTorch.
+FP32_REFERENCE = json.loads((Path(__file__).parent / "minilm_fp32_reference.json").read_text())
 
 
 def test_vectors_are_unit_length_float32_rows(embedder: Embedder) -> None:
@@ -39,14 +48,32 @@ def test_empty_input_gives_an_empty_matrix(embedder: Embedder) -> None:
     assert embedder.encode([]).shape == (0, embedder.dim)
 
 
-def test_both_runtimes_compute_the_same_embedding(embedder: Embedder) -> None:
-    texts = ["How do I gain access to a private Instagram account?", "Why is the sky blue?"]
-    fp32 = load_embedder("torch").encode(texts)
+def test_the_int8_default_agrees_with_the_fp32_model(embedder: Embedder) -> None:
+    fp32 = np.asarray(FP32_REFERENCE["vectors"], dtype=np.float32)
 
-    agreement = np.sum(embedder.encode(texts) * fp32, axis=1)
+    agreement = np.sum(embedder.encode(FP32_REFERENCE["texts"]) * fp32, axis=1)
 
     assert embedder.name.endswith("onnx-int8")
     assert np.all(agreement > 0.99)
+
+
+def test_the_torch_runtime_computes_the_fp32_reference() -> None:
+    pytest.importorskip(
+        "torch", reason="the torch runtime is the nearline[torch] extra, not in the dev install"
+    )
+    fp32 = load_embedder("torch").encode(FP32_REFERENCE["texts"])
+
+    expected = np.asarray(FP32_REFERENCE["vectors"], dtype=np.float32)
+    np.testing.assert_allclose(fp32, expected, atol=1e-4)
+
+
+def test_the_torch_runtime_without_its_extra_says_which_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails, as uninstalled
+
+    with pytest.raises(EmbedderLoadError, match=r"pip install 'nearline\[torch\]'"):
+        load_embedder("torch")
 
 
 def test_rows_keep_the_order_of_texts_of_mixed_lengths(embedder: Embedder) -> None:

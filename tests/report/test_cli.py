@@ -14,8 +14,8 @@ import pytest
 
 from nearline.cli import main
 from nearline.gateway.telemetry.requestlog import TABLE, PostgresSink, RequestRecord, SqliteSink
-from nearline.insights.report.advise_adapter import GatewayRequestLog
-from nearline.insights.report.logsource import LogLocation
+from nearline.insights.advise.requestlog import GatewayRequestLog
+from nearline.insights.requestlog import LogLocation
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -101,7 +101,9 @@ async def test_html_page_is_self_contained_with_charts(
 def test_a_missing_log_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     missing = tmp_path / "nope.sqlite"
     assert main(["report", "--sqlite", str(missing)]) == 2
-    assert f"{missing}: no such request log" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"nearline: {missing}: no such request log (is request_log.sqlite_path right?)\n"
+    )
     with pytest.raises(SystemExit):
         main(["report", "--since", "yesterday"])
 

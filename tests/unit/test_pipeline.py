@@ -258,3 +258,5 @@ async def test_the_semantic_tier_answers_what_it_stored(make_pipeline, semantic)
     assert len(gateway.provider.calls) == 1
     keys = gateway.tiers.keys(gateway.provider.calls[0])
     assert await gateway.tiers.is_cached(keys)  # what the prefetcher asks
+    assert await gateway.tiers.purge(tenant="acme") == {"exact": 0, "semantic": 1}
+    assert not await gateway.tiers.is_cached(keys)

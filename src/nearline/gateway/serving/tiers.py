@@ -94,6 +94,15 @@ class CacheTiers:
         match = await self.lookup_semantic(keys)
         return match is not None and match.band == "hit"
 
+    async def purge(self, tenant: str | None = None, model: str | None = None) -> dict[str, int]:
+        """Drop the entries of ``tenant`` and/or ``model`` from both tiers; how many each."""
+        return {
+            "exact": 0 if self._exact is None else await self._exact.purge(tenant, model),
+            "semantic": 0
+            if self._semantic is None
+            else await self._semantic.purge(tenant=tenant, model=model),
+        }
+
     def storer(self, keys: CacheKeys, *, semantic: bool = True) -> Store:
         """Store a completed answer under ``keys`` in the exact tier, and in the semantic
         tier too unless ``semantic`` is false (a stale exact entry's refresh)."""

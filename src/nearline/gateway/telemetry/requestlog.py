@@ -18,9 +18,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import psycopg
+from nearline.core.extras import missing_extra
+
+if TYPE_CHECKING:
+    import psycopg  # the postgres extra: imported by PostgresSink only
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,11 @@ class Redactor:
 
 
 class RowSink(Protocol):
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        """What a failed write raises (the rows are then dropped and counted)."""
+        ...
+
     async def open(self) -> None: ...
 
     async def write(self, rows: list[RequestRecord]) -> None: ...
@@ -106,6 +114,8 @@ class RowSink(Protocol):
 
 
 class SqliteSink:
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
     def __init__(self, path: Path) -> None:
         self._path = path
         self._db: sqlite3.Connection | None = None
@@ -152,10 +162,17 @@ class SqliteSink:
 
 class PostgresSink:
     def __init__(self, dsn: str) -> None:
+        try:
+            import psycopg
+        except ModuleNotFoundError as exc:
+            raise missing_extra("postgres", "request_log.postgres_dsn", exc) from exc
+        self.errors: tuple[type[Exception], ...] = (psycopg.Error,)
         self._dsn = dsn
         self._db: psycopg.AsyncConnection[tuple[object, ...]] | None = None
 
     async def open(self) -> None:
+        import psycopg
+
         self._db = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
         await self._db.execute(CREATE_TABLE)
         await self._db.execute(CREATE_INDEX)
@@ -253,7 +270,7 @@ class RequestLog:
         try:
             await self._sink.write(rows)
             self.written += len(rows)
-        except (sqlite3.Error, psycopg.Error) as exc:
+        except self._sink.errors as exc:
             self.dropped += len(rows)
             log.warning("request log: %d rows not written: %s", len(rows), exc)
 

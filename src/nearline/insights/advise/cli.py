@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from nearline.core.errors import CommandError
 from nearline.insights.advise.advisor import advise
 from nearline.insights.advise.from_log import profile_from_log
 from nearline.insights.advise.profile import Prices, Profile, ProfileError, load_profile
 from nearline.insights.advise.render import render_text, to_json
 from nearline.insights.advise.requestlog import (
+    GatewayRequestLog,
     JsonlRequestLog,
-    RequestLogError,
     RequestLogReader,
     measure_routes,
 )
-from nearline.insights.report.advise_adapter import GatewayRequestLog
-from nearline.insights.report.logsource import LogLocation
+from nearline.insights.requestlog import LogLocation, RequestLogError
 
 
 def add_commands(commands: Any) -> None:
@@ -57,14 +56,14 @@ def add_commands(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Unusable input raises ``CommandError`` (``RequestLogError`` is one): ``nearline``'s
+    ``main`` prints it as one line and exits 2."""
     if args.profile is None and args.log is None and args.postgres is None:
-        print("nearline advise: give a profile, --log/--postgres, or both", file=sys.stderr)
-        return 2
+        raise CommandError("give a profile, --log/--postgres, or both")
     try:
         profile = _profile(args)
-    except (ProfileError, RequestLogError) as exc:
-        print(f"nearline advise: {exc}", file=sys.stderr)
-        return 2
+    except ProfileError as exc:
+        raise CommandError(str(exc)) from exc
     advice = advise(profile)
     if args.json:
         print(json.dumps(to_json(advice), indent=2))

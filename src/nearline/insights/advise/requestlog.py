@@ -1,8 +1,9 @@
 """The measured request log, as the advisor reads it.
 
-``RequestLogRecord`` is the one row type; anything that yields them is a ``RequestLogReader``
-(a JSONL file here; the gateway's SQLite/PostgreSQL request log can implement the same
-Protocol). ``measure_routes`` turns records into the per-route figures a profile needs.
+``RequestLogRecord`` is the one row type; anything that yields them is a ``RequestLogReader``:
+``GatewayRequestLog`` (the gateway's SQLite/PostgreSQL log, read by ``nearline.insights.
+requestlog`` as ``nearline report`` reads it) or ``JsonlRequestLog`` (a JSONL file of records).
+``measure_routes`` turns records into the per-route figures a profile needs.
 """
 
 from __future__ import annotations
@@ -11,25 +12,25 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
+from nearline.gateway.telemetry.requestlog import RequestRecord
 from nearline.insights.advise.latency import Latency
 from nearline.insights.advise.profile import describe
-
-# What the gateway's ``source`` calls an answer that was not computed for this request.
-STORE_SOURCES = frozenset(
-    {"exact", "semantic", "exact_cache", "semantic_cache", "cache", "precomputed", "prefetch"}
+from nearline.insights.requestlog import (
+    LogFilter,
+    LogLocation,
+    RequestLogError,
+    read_rows,
+    served_from_store,
 )
+
 PEAK_WINDOW_S = 60.0
-
-
-class RequestLogError(Exception):
-    """The log cannot be read; the message names the file and line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ class RequestLogRecord:
     started_at: datetime  # timezone-aware
     time_to_first_useful_ms: float  # until the first content the user can use
     total_ms: float  # until the answer was complete
-    source: str  # what answered: "inference", "exact", "semantic", "precomputed", ...
+    source: str  # what answered: a ``Source`` value, or a store in a foreign log
     tier: str | None = None  # the model tier when inference answered
     cost_usd: float = 0.0
     abandoned: bool = False  # the client left before the answer was complete
@@ -48,7 +49,7 @@ class RequestLogRecord:
     @property
     def served_from_store(self) -> bool:
         """Answered from a cache or a precomputed store rather than computed now."""
-        return self.source in STORE_SOURCES
+        return served_from_store(self.source)
 
 
 class RequestLogReader(Protocol):
@@ -56,6 +57,33 @@ class RequestLogReader(Protocol):
 
 
 _RECORD = TypeAdapter(RequestLogRecord)
+
+
+def as_advise_record(row: RequestRecord) -> RequestLogRecord:
+    """One gateway row for the advisor. A request that never showed useful content (an error
+    or a client that left first) waited its whole duration for nothing: that is its wait."""
+    waited_ms = row.time_to_first_useful_ms
+    return RequestLogRecord(
+        route=f"{row.route} {row.model}",
+        started_at=datetime.fromtimestamp(row.ts, tz=UTC),
+        time_to_first_useful_ms=row.total_ms if waited_ms is None else waited_ms,
+        total_ms=row.total_ms,
+        source=row.source,
+        cost_usd=row.cost_usd or 0.0,
+        abandoned=row.outcome == "abandoned",
+    )
+
+
+class GatewayRequestLog:
+    """A ``RequestLogReader`` over the gateway's SQLite or PostgreSQL request log."""
+
+    def __init__(self, location: LogLocation, where: LogFilter | None = None) -> None:
+        self.location = location
+        self.where = where or LogFilter()
+
+    def records(self) -> Iterator[RequestLogRecord]:
+        for row in read_rows(self.location, self.where):
+            yield as_advise_record(row)
 
 
 class JsonlRequestLog:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nearline.insights.report.figures import Report, build_report
-from nearline.insights.report.logsource import LogFilter, LogLocation, ReportError, read_rows
+from nearline.insights.requestlog import LogFilter, LogLocation, read_rows
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
@@ -60,15 +60,11 @@ def location_from(args: argparse.Namespace) -> LogLocation:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nearline.core.errors import ConfigError
-
+    """An unreadable log raises ``RequestLogError`` (a ``CommandError``) and bad settings
+    ``ConfigError``: ``nearline``'s ``main`` prints either as one line and exits 2."""
     since_ts = None if args.since is None else time.time() - args.since
-    try:
-        location = location_from(args)
-        rows = read_rows(location, LogFilter(since_ts=since_ts, tenant=args.tenant))
-    except (ConfigError, ReportError) as exc:
-        print(f"nearline report: {exc}", file=sys.stderr)
-        return 2
+    location = location_from(args)
+    rows = read_rows(location, LogFilter(since_ts=since_ts, tenant=args.tenant))
     report = build_report(rows, top=args.top)
     if args.html is not None:
         from nearline.insights.report.html import render_html

@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from nearline.core.bands import BAND_LIMITS, PerceptionBand, band_of, upper_limit_s
-from nearline.core.source import Source
 from nearline.gateway.telemetry.requestlog import RequestRecord
+from nearline.insights.requestlog import served_from_store
 
 FLOW_LIMIT_S = upper_limit_s(PerceptionBand.FLOW)
 BANDS = tuple(limit.band.value for limit in BAND_LIMITS)
 NO_CONTENT = "no content"
 K = TypeVar("K")
-COMPUTED_SOURCES = frozenset({Source.INFERENCE})  # as the gateway's savings metrics count
 
 
 def percentile(values: Sequence[float], share: float) -> float | None:
@@ -54,7 +53,8 @@ def band_name(row: RequestRecord) -> str:
 
 
 def from_cache(row: RequestRecord) -> bool:
-    return row.source not in COMPUTED_SOURCES
+    """Answered from a cache tier (``Source.CACHED``), as the gateway's savings metrics count."""
+    return served_from_store(row.source)
 
 
 @dataclass(frozen=True, slots=True)

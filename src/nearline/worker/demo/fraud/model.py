@@ -3,22 +3,23 @@
 ``train`` generates history, computes the streaming features exactly as the worker will, fits
 scikit-learn's ``HistGradientBoostingClassifier`` and measures it on held-out later data;
 ``save``/``load`` keep it in a joblib file (load only files you made: joblib is pickle).
+
+scikit-learn, joblib and threadpoolctl are the ``demo`` extra (``pip install 'nearline[demo]'``):
+imported when a model is trained, loaded or run, never when the CLI starts.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import average_precision_score, roc_auc_score
-from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
+from nearline.core.extras import missing_extra
 from nearline.worker.demo.fraud.features import (
     CARD_WINDOW_MS,
     FEATURE_NAMES,
@@ -31,9 +32,17 @@ from nearline.worker.state import MemoryWindowState
 _FORMAT = "nearline-fraud-model/1"
 
 
+def _demo_module(name: str) -> Any:
+    """``name`` from the demo extra; a clear error naming the extra when it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        raise missing_extra("demo", "nearline demo fraud", exc) from exc
+
+
 @functools.cache
-def _openmp() -> ThreadpoolController:
-    return ThreadpoolController()
+def _openmp() -> Any:
+    return _demo_module("threadpoolctl").ThreadpoolController()
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,13 @@ class FraudModel:
         return probabilities
 
     def save(self, path: Path) -> None:
-        joblib.dump({"format": _FORMAT, "classifier": self.classifier, "report": self.report}, path)
+        _demo_module("joblib").dump(
+            {"format": _FORMAT, "classifier": self.classifier, "report": self.report}, path
+        )
 
     @classmethod
     def load(cls, path: Path) -> FraudModel:
-        stored = joblib.load(path)
+        stored = _demo_module("joblib").load(path)
         if not isinstance(stored, dict) or stored.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a nearline fraud model file")
         return cls(stored["classifier"], stored["report"])
@@ -86,7 +97,8 @@ def labelled_features(
 def train(count: int = 120_000, seed: int = 1) -> FraudModel:
     features, labels = labelled_features(count, seed)
     split = int(0.8 * count)  # train on the past, test on the future
-    classifier = HistGradientBoostingClassifier(
+    ensemble, metrics = _demo_module("sklearn.ensemble"), _demo_module("sklearn.metrics")
+    classifier = ensemble.HistGradientBoostingClassifier(
         max_iter=80, max_leaf_nodes=15, learning_rate=0.15, random_state=0
     )
     classifier.fit(features[:split], labels[:split])
@@ -94,8 +106,8 @@ def train(count: int = 120_000, seed: int = 1) -> FraudModel:
     report = TrainingReport(
         transactions=count,
         fraud_share=float(labels.mean()),
-        roc_auc=float(roc_auc_score(labels[split:], held_out)),
-        average_precision=float(average_precision_score(labels[split:], held_out)),
+        roc_auc=float(metrics.roc_auc_score(labels[split:], held_out)),
+        average_precision=float(metrics.average_precision_score(labels[split:], held_out)),
     )
     return FraudModel(classifier, report)
 
