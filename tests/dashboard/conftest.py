@@ -5,18 +5,15 @@ leaves after the first content."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from nearline.app import create_app
-from nearline.config import load_settings
-from nearline.testing import serve_in_thread
-from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
+from nearline.testing import eventually
+from nearline.testing.mock_upstream import MockBehaviour
 
 PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
 UPSTREAMS = {
@@ -28,21 +25,25 @@ UPSTREAMS = {
 }
 
 
-@contextmanager
-def gateway(**settings: Any) -> Iterator[str]:
-    with ExitStack() as stack:
-        urls = {
-            name: stack.enter_context(serve_in_thread(create_mock_app(behaviour)))
-            for name, behaviour in UPSTREAMS.items()
-        }
-        config = load_settings(
-            providers={name: {"base_url": f"{url}/v1"} for name, url in urls.items()},
-            models={name: {"provider": name, "price": PRICE} for name in urls},
+def gateway_factory(make_gateway: Any) -> Any:
+    """``gateway(**settings)``: a context manager yielding the URL of a gateway whose models
+    ``fast``, ``broken``, ... are served by the mock upstreams of the same names."""
+
+    @contextmanager
+    def gateway(**settings: Any) -> Iterator[str]:
+        mocks = {name: make_gateway.mock(behaviour) for name, behaviour in UPSTREAMS.items()}
+        started = make_gateway(
+            providers={name: {"base_url": mock.base_url} for name, mock in mocks.items()},
+            models={name: {"provider": name, "price": PRICE} for name in mocks},
             cache={"semantic": {"enabled": False}},
             **settings,
         )
-        with serve_in_thread(create_app(config)) as url:
-            yield url
+        try:
+            yield started.url
+        finally:
+            started.stop()
+
+    return gateway
 
 
 def ask(url: str, model: str, question: str) -> httpx.Response:
@@ -66,25 +67,34 @@ def send_known_traffic(url: str) -> None:
 
 
 def data_when(url: str, ready: Any, timeout_s: float = 30.0) -> dict[str, Any]:
-    """Poll ``/dashboard/data`` until ``ready(data)`` (the gateway notices a client that left
-    when it next writes to it); return the last figures either way."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """Wait until ``/dashboard/data`` satisfies ``ready(data)`` (the gateway notices a client
+    that left when it next writes to it); return the last figures either way."""
+
+    def figures() -> dict[str, Any]:
         data: dict[str, Any] = httpx.get(f"{url}/dashboard/data", timeout=10).json()
-        if ready(data) or time.monotonic() > deadline:
-            return data
-        time.sleep(0.05)
+        return data
+
+    def when_ready() -> dict[str, Any] | None:
+        data = figures()
+        return data if ready(data) else None
+
+    try:
+        return eventually(when_ready, timeout_s)
+    except TimeoutError:
+        return figures()
 
 
 class Traffic:
     """The helpers above, handed to tests by the ``traffic`` fixture."""
 
-    gateway = staticmethod(gateway)
+    def __init__(self, make_gateway: Any) -> None:
+        self.gateway = gateway_factory(make_gateway)
+
     send_known = staticmethod(send_known_traffic)
     data_when = staticmethod(data_when)
     ask = staticmethod(ask)
 
 
 @pytest.fixture
-def traffic() -> Traffic:
-    return Traffic()
+def traffic(make_gateway: Any) -> Traffic:
+    return Traffic(make_gateway)

@@ -73,7 +73,9 @@ async def test_dashboard_draws_live_figures(traffic, browser: Browser, tmp_path:
         await page.wait_for_function(
             "document.querySelector('[data-figure=\"live\"]').textContent.startsWith('now: p50')"
         )
-        await page.wait_for_timeout(600)  # one more poll, so the live line has a last point
+        await page.wait_for_function(  # p50 and p95 both drawn
+            "document.querySelectorAll('#live polyline').length === 2"
+        )
 
         assert errors == []
         assert await figure(page, "cache-hit-share") == "17 %"  # 2 hits of 12 lookups

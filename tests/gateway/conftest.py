@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from nearline.config import hash_api_key
-from nearline.testing import serve_in_process, serve_in_thread
-from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
+from nearline.testing import serve_in_process
+from nearline.testing.mock_upstream import MockBehaviour
 
 ALPHA_KEY = "sk-test-alpha"
 BETA_KEY = "sk-test-beta"  # may only use the mock model
@@ -25,10 +25,11 @@ MOCK_MODEL = "mock-fast"
 
 
 @pytest.fixture(scope="session")
-def mock_upstream_url() -> Iterator[str]:
-    """A fast, well-behaved mock upstream shared by the session."""
-    with serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0.01, tokens_per_s=2000))) as url:
-        yield url
+def mock_upstream_url(mock_upstreams) -> str:
+    """A fast, well-behaved mock upstream shared by the session (the one ``make_gateway``
+    uses by default)."""
+    root: str = mock_upstreams.shared(MockBehaviour(ttft_s=0.01, tokens_per_s=2000)).root
+    return root
 
 
 def gateway_config(mock_url: str, log_path: Path) -> dict[str, object]:

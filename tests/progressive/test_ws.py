@@ -14,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from nearline.config import hash_api_key
+from nearline.testing import eventually_async
 from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 KEY = "sk-ws-alpha"
@@ -309,12 +310,15 @@ async def test_each_socket_request_is_traced_like_an_http_one(make_stack):
             await socket.send(chat("t2", "and me", model="nope"))
             await until_done(socket, {"t1", "t2"})
         await asyncio.to_thread(stack.wait_for_stats, "completed", 1)
-        await asyncio.sleep(0.2)  # the root span ends when the request's task finishes
+
+        def roots() -> list:  # a root span ends when its request's task finishes
+            return [s for s in exporter.get_finished_spans() if s.name == "WS /v1/ws chat"]
+
+        await eventually_async(lambda: len(roots()) == 2)
     spans = exporter.get_finished_spans()
-    roots = [s for s in spans if s.name == "WS /v1/ws chat"]
-    assert len(roots) == 2
-    answered = next(r for r in roots if r.attributes.get("nearline.source") == "inference")
-    failed = next(r for r in roots if r is not answered)
+    assert len(roots()) == 2
+    answered = next(r for r in roots() if r.attributes.get("nearline.source") == "inference")
+    failed = next(r for r in roots() if r is not answered)
     assert failed.status.status_code.name == "ERROR"
     children = {s.name for s in spans if s.parent and s.parent.span_id == answered.context.span_id}
     assert "chat mock-1" in children

@@ -5,18 +5,14 @@ and checked against what was sent and against the gateway's own Prometheus count
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nearline.app import create_app
 from nearline.cli import main
-from nearline.config import load_settings
-from nearline.testing import serve_in_thread
-from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
+from nearline.testing.mock_upstream import MockBehaviour
 
 PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
 UPSTREAMS = {
@@ -54,29 +50,25 @@ def leave_after_first_content(url: str, model: str, question: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def gateway_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def gateway_run(tmp_path_factory: pytest.TempPathFactory, make_module_gateway) -> tuple[Path, str]:
     """Serve the gateway over the mock upstreams, send the traffic; yield (log, /metrics)."""
     db = tmp_path_factory.mktemp("gateway-run") / "requests.sqlite"
-    with ExitStack() as stack:
-        urls = {
-            name: stack.enter_context(serve_in_thread(create_mock_app(behaviour)))
-            for name, behaviour in UPSTREAMS.items()
-        }
-        settings = load_settings(
-            providers={name: {"base_url": f"{url}/v1"} for name, url in urls.items()},
-            models={name: {"provider": name, "price": PRICE} for name in urls},
-            cache={"semantic": {"enabled": False}},
-            request_log={"sqlite_path": str(db)},
-        )
-        with serve_in_thread(create_app(settings)) as url:
-            for _ in range(3):  # computed once, then two exact-cache hits
-                assert ask(url, "fast", "what is a cache?").status_code == 200
-            for _ in range(2):  # a slow computed answer, then a hit
-                assert ask(url, "slow", "what is latency?").status_code == 200
-            assert ask(url, "broken", "anyone there?").status_code == 502
-            leave_after_first_content(url, "trickle", "tell me a long story")
-            metrics = httpx.get(f"{url}/metrics", timeout=10).text
-        # leaving the block shut the gateway down, which flushed the request log
+    mocks = {name: make_module_gateway.mock(b) for name, b in UPSTREAMS.items()}
+    gateway = make_module_gateway(
+        providers={name: {"base_url": mock.base_url} for name, mock in mocks.items()},
+        models={name: {"provider": name, "price": PRICE} for name in mocks},
+        cache={"semantic": {"enabled": False}},
+        request_log={"sqlite_path": str(db)},
+    )
+    url = gateway.url
+    for _ in range(3):  # computed once, then two exact-cache hits
+        assert ask(url, "fast", "what is a cache?").status_code == 200
+    for _ in range(2):  # a slow computed answer, then a hit
+        assert ask(url, "slow", "what is latency?").status_code == 200
+    assert ask(url, "broken", "anyone there?").status_code == 502
+    leave_after_first_content(url, "trickle", "tell me a long story")
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    gateway.stop()  # shutting the gateway down flushed the request log
     return db, metrics
 
 
