@@ -41,12 +41,5 @@ async def purge_cache(request: Request) -> Response:
         body = PurgeRequest.model_validate_json(await request.body() or b"{}")
     except ValidationError as exc:
         raise InvalidRequest(f"invalid purge request: {exc.errors(include_url=False)}") from exc
-    pipeline = app_state(request).pipeline
-    exact, semantic = pipeline.exact_cache, pipeline.semantic_cache
-    purged = {
-        "exact": 0 if exact is None else await exact.purge(body.tenant, body.model),
-        "semantic": 0
-        if semantic is None
-        else await semantic.purge(tenant=body.tenant, model=body.model),
-    }
+    purged = await app_state(request).pipeline.tiers.purge(body.tenant, body.model)
     return JSONBody({"purged": purged, "tenant": body.tenant, "model": body.model})
