@@ -4,7 +4,7 @@ The strong and the cheap model are mock upstreams with the speeds and prices giv
 (defaults: a frontier-like model at 300 ms TTFT, 50 tokens/s, 2.5/10 USD per million
 input/output tokens; a small model at 50 ms, 250 tokens/s, 0.15/0.6 USD). The figures are
 therefore a model of the trade-off under those assumptions, measured through nearline's
-real plan helper (``routing/plan.py``), HTTP provider and token accounting — not a claim
+real plan helper (``gateway/plan.py``), HTTP provider and token accounting — not a claim
 about any vendor. The mock writes words, not plans: ``NumberedPlan`` lays the strong
 model's plan answer out as ``--steps`` numbered lines (its tokens, time and usage are the
 mock's).

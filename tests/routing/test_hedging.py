@@ -147,7 +147,7 @@ async def test_the_hedge_fires_at_the_observed_p95_when_it_is_below_the_budget()
 
 async def test_a_per_request_budget_overrides_the_tier_budget():
     # ``nearline.ttft_budget_ms`` in the request body; built without validation here, as the
-    # field belongs to ``NearlineOptions`` (serving/request.py).
+    # field belongs to ``NearlineOptions`` (core/request.py).
     with mock_upstreams(stalled=STALLED, fast=FAST) as up:
         tier, counters = build_tier(tier_config(up, ["stalled", "fast"], ttft_budget_s=60))
         request = ChatRequest.model_construct(

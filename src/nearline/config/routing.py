@@ -89,7 +89,7 @@ class CascadeSettings(_Strict):
     """Answer with ``cheap``; escalate to ``strong`` when confidence is below ``threshold``.
 
     ``confidence: heuristic`` scores the cheap answer from what it says (see
-    ``routing/confidence.py``); ``verifier`` asks ``verifier_tier`` whether it is right.
+    ``gateway/routing/confidence.py``); ``verifier`` asks ``verifier_tier`` whether it is right.
     """
 
     cheap: str
@@ -125,7 +125,7 @@ class RuleSettings(_Strict):
 
 
 class LearnedRoutingSettings(_Strict):
-    """The learned router (``routing/learned.py``): consulted when no rule matched."""
+    """The learned router (``gateway/routing/learned.py``): consulted when no rule matched."""
 
     strong: str
     weak: str

@@ -1,7 +1,7 @@
 """nearline's own error tree, rendered once, in OpenAI's error shape.
 
 Every failure a client can see is one of these. Provider adapters translate their
-library's exceptions into this tree at the boundary (see ``providers/openai_compat.py``),
+library's exceptions into this tree at the boundary (see ``gateway/providers/openai_compat.py``),
 and one handler in ``core/http.py`` renders them as
 ``{"error": {"message", "type", "param", "code"}}``.
 """

@@ -1,6 +1,6 @@
 """Several mock upstreams at once (slow, failing, flapping), for routing tests and benchmarks.
 
-Each runs nearline's mock provider (``providers/mock.py``) on its own loopback port, over
+Each runs nearline's mock provider (``testing/mock_upstream.py``) on its own loopback port, over
 real HTTP, and reads its ``/mock/stats`` counters.
 """
 

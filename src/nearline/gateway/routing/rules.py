@@ -70,7 +70,7 @@ class RulePolicy:
 
 
 class StrongClassifier(Protocol):
-    """What ``LearnedRouter`` (``routing/learned.py``) offers."""
+    """What ``LearnedRouter`` (``gateway/routing/learned.py``) offers."""
 
     def needs_strong(self, query: str, threshold: float | None = None) -> bool: ...
 
