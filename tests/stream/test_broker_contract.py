@@ -63,6 +63,8 @@ async def test_read_returns_as_soon_as_an_entry_arrives(broker: Broker, prefix: 
     consumer = broker.consumer(stream, "g", "c1")
 
     reading = asyncio.create_task(consumer.read(10, block_ms=5_000))
+    # No broker says when a reader is parked; this gives it time to block in its read
+    # first, so the test covers waking a blocked reader (a late reader would pass anyway).
     await asyncio.sleep(0.2)
     started = time.monotonic()
     await broker.publish(stream, messages(1))
@@ -80,7 +82,7 @@ async def test_acknowledged_entries_are_not_delivered_again(broker: Broker, pref
     got = await read_until(consumer, 3)
     await consumer.ack([e.id for e in got])
 
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the behaviour under test: past reclaim_idle_ms, still not due
     again = await consumer.read(10, block_ms=300)
 
     assert again == []
@@ -244,6 +246,8 @@ async def test_tail_of_new_entries_sees_what_is_published_later(
                 return
 
     following = asyncio.create_task(follow())
+    # No broker says when a tail has subscribed; this gives it time to, so that the entries
+    # published next are "new" to it (a late tail would fail, never pass wrongly).
     await asyncio.sleep(0.5)
     later = await broker.publish(stream, messages(2, start=2))
     async with asyncio.timeout(5):

@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
+from nearline.testing import eventually_async
 from nearline.worker.broker import Broker, Entry, Message
 from nearline.worker.push import create_push_router
 
@@ -175,7 +176,7 @@ async def test_stopping_the_server_ends_open_subscriptions_promptly(
                     lines.append(line)
 
             reading = asyncio.create_task(read_all())
-            await asyncio.sleep(0.3)
+            await eventually_async(lambda: any(line.startswith("data: ") for line in lines))
             stop.set()
             await asyncio.wait_for(reading, 3)  # the response ended by itself
 
