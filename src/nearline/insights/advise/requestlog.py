@@ -1,9 +1,10 @@
 """The measured request log, as the advisor reads it.
 
 ``RequestLogRecord`` is the one row type; anything that yields them is a ``RequestLogReader``:
-``GatewayRequestLog`` (the gateway's SQLite/PostgreSQL log, read by ``nearline.insights.
-requestlog`` as ``nearline report`` reads it) or ``JsonlRequestLog`` (a JSONL file of records).
-``measure_routes`` turns records into the per-route figures a profile needs.
+``GatewayRequestLog`` (the gateway's SQLite/PostgreSQL log, read through
+``nearline.insights.requestlog`` as ``nearline report`` reads it) or ``JsonlRequestLog`` (a
+JSONL file of records). ``measure_routes`` turns records into the per-route figures a profile
+needs.
 """
 
 from __future__ import annotations
