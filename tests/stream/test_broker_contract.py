@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from nearline.testing.worker import publish_undecodable
 from nearline.worker.broker import Broker, Consumer, Entry, Message, StreamBound, StreamFull
 
 if TYPE_CHECKING:
@@ -272,3 +273,30 @@ async def test_trim_drops_only_what_every_group_acknowledged(broker: Broker, pre
 
     rest = await read_until(b, 3)
     assert [e.data["n"] for e in rest] == [3, 4, 5]
+
+
+async def test_an_entry_that_is_not_json_comes_with_its_decode_error_and_can_be_acked(
+    broker: Broker, prefix: str
+) -> None:
+    stream = f"{prefix}-source"
+    await broker.create_group(stream, "g")
+    (first,) = await broker.publish(stream, messages(1))
+    bad = await publish_undecodable(broker, stream, b"\xff not json")
+    (last,) = await broker.publish(stream, messages(1, start=1))
+    consumer = broker.consumer(stream, "g", "c1")
+
+    got = await read_until(consumer, 3)
+    await consumer.ack([e.id for e in got])
+
+    assert [e.id for e in got] == [first, bad, last]
+    assert [e.decode_error is None for e in got] == [True, False, True]
+    assert "not JSON" in str(got[1].decode_error)
+    assert got[1].data == {"raw": "\ufffd not json"}
+    assert (await broker.group_info(stream, "g")).pending == 0
+    tailed: list[Entry] = []
+    async with asyncio.timeout(5):
+        async for entry in broker.tail(stream, "0"):
+            tailed.append(entry)
+            if len(tailed) == 3:
+                break
+    assert [e.id for e in tailed] == [first, bad, last]

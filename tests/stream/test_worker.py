@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import pytest
 
-from nearline.testing.worker import RecordingHandler, async_echo, running
+from nearline.testing.worker import (
+    RecordingHandler,
+    async_echo,
+    echo,
+    publish_undecodable,
+    running,
+)
 from nearline.worker.broker import Broker, BrokerError, Consumer, Entry, Message
 from nearline.worker.pipeline import Pipeline
 from nearline.worker.worker import Worker, WorkerOptions
@@ -315,3 +322,121 @@ async def test_the_worker_rides_out_broker_errors(broker: Broker, prefix: str) -
 
     assert flaky.failures == 2
     assert sorted(e.data["n"] for e in got) == list(range(5))
+
+
+def dead_letter_count(worker: Worker, reason: str) -> float:
+    value = worker.metrics.registry.get_sample_value(
+        "nearline_worker_dead_letters_total", {"pipeline": "p", "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_an_undecodable_entry_is_dead_lettered_and_the_rest_go_on(
+    broker: Broker, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, results, dead = f"{prefix}-source", f"{prefix}-results", f"{prefix}-dead"
+    for stream, group in ((source, "p"), (results, "check"), (dead, "check")):
+        await broker.create_group(stream, group)
+    pipeline = Pipeline(
+        "p", source, RecordingHandler(), results=results, dead_letter=dead, window_ms=20
+    )
+    worker = Worker(broker, [pipeline])
+    await publish_numbers(broker, source, range(3))
+    bad_id = await publish_undecodable(broker, source, b"not json {")
+    await publish_numbers(broker, source, range(3, 6))
+
+    with caplog.at_level(logging.WARNING, logger="nearline.worker"):
+        async with running(worker):
+            got = await count_results(broker, results, "check", 6)
+            letters = await count_results(broker, dead, "check", 1)
+
+            async def settled() -> bool:
+                info = await broker.group_info(source, "p")
+                return info.lag == 0 and info.pending == 0
+
+            await eventually(settled)
+
+    assert sorted(e.data["n"] for e in got) == list(range(6))
+    assert len(letters) == 1
+    letter = letters[0].data
+    assert letter["source_id"] == bad_id
+    assert letter["data"] == {"raw": "not json {"}
+    assert "JSON" in letter["error"]
+    assert dead_letter_count(worker, "undecodable") == 1
+    assert any(bad_id in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+async def test_a_result_that_is_not_a_json_mapping_is_dead_lettered_and_the_rest_go_on(
+    broker: Broker, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, results, dead = f"{prefix}-source", f"{prefix}-results", f"{prefix}-dead"
+    for stream, group in ((results, "check"), (dead, "check")):
+        await broker.create_group(stream, group)
+
+    def sloppy(batch: list[Entry]) -> list[object]:
+        made: list[object] = []
+        for entry, result in zip(batch, echo(batch), strict=True):
+            n = entry.data["n"]
+            made.append(
+                ["not", "a", "mapping"] if n == 3 else {"tags": {1, 2}} if n == 5 else result
+            )
+        return made
+
+    pipeline = Pipeline("p", source, sloppy, results=results, dead_letter=dead, window_ms=20)
+    worker = Worker(broker, [pipeline])
+
+    with caplog.at_level(logging.WARNING, logger="nearline.worker"):
+        async with running(worker):
+            ids = await publish_numbers(broker, source, range(10))
+            got = await count_results(broker, results, "check", 8)
+            letters = await count_results(broker, dead, "check", 2)
+
+    assert sorted(e.data["n"] for e in got) == [0, 1, 2, 4, 6, 7, 8, 9]
+    by_source = {letter.data["source_id"]: letter.data for letter in letters}
+    assert set(by_source) == {ids[3], ids[5]}
+    assert "mapping" in by_source[ids[3]]["error"]
+    assert "JSON" in by_source[ids[5]]["error"]
+    assert by_source[ids[5]]["data"] == {"n": 5}
+    assert dead_letter_count(worker, "invalid_result") == 2
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert ids[3] in warned and ids[5] in warned
+
+
+class _BrokenReads:
+    """A broker whose consumers fail with an unexpected error: a bug in a worker task."""
+
+    def __init__(self, inner: Broker) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def consumer(
+        self, stream: str, group: str, name: str, *, reclaim_idle_ms: int = 30_000
+    ) -> Consumer:
+        inner = self._inner.consumer(stream, group, name, reclaim_idle_ms=reclaim_idle_ms)
+
+        class Broken:
+            ack = inner.ack
+            retry = inner.retry
+            aclose = inner.aclose
+
+            async def read(self, count: int, block_ms: int) -> list[Entry]:
+                raise RuntimeError("a bug in a worker task (simulated)")
+
+        return Broken()
+
+
+async def test_a_worker_task_that_dies_takes_the_worker_down_loudly(
+    broker: Broker, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from nearline.worker.worker import WorkerCrashed
+
+    pipeline = Pipeline("p", f"{prefix}-source", RecordingHandler(), window_ms=10)
+    worker = Worker(_BrokenReads(broker), [pipeline])  # type: ignore[arg-type]
+
+    with caplog.at_level(logging.ERROR, logger="nearline.worker"), pytest.raises(WorkerCrashed):
+        await asyncio.wait_for(worker.run(), 5)
+
+    assert worker.stopping.is_set()
+    assert any("a bug in a worker task" in r.getMessage() or r.exc_info for r in caplog.records)

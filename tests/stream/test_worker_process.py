@@ -23,6 +23,13 @@ pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 _CLI = "import sys; from nearline.cli import main; sys.exit(main())"
+# a worker with a bug: acknowledging fails with an error no broker code expects
+_BUGGY_CLI = (
+    "import sys; from nearline.worker import redis_streams as r\n"
+    "async def ack(self, ids): raise RuntimeError('a bug in a worker task (simulated)')\n"
+    "r.RedisConsumer.ack = ack\n"
+    "from nearline.cli import main; sys.exit(main())"
+)
 
 
 def write_config(path: Path, prefix: str, *, delay_ms: float, max_batch: int) -> Path:
@@ -56,13 +63,13 @@ class WorkerProcesses:
         self.logs = logs
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+    def start(self, *extra: str, program: str = _CLI) -> subprocess.Popen[bytes]:
         log = (self.logs / f"worker-{len(self.started)}.log").open("wb")
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
-                _CLI,
+                program,
                 "worker",
                 "--config",
                 str(self.config),
@@ -232,3 +239,45 @@ async def test_a_worker_process_serves_health_and_metrics_on_its_http_port(
     assert health.json() == {"status": "ok", "pipelines": ["echo"]}
     process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(process.wait, 15) == 0
+
+
+async def test_a_worker_process_dead_letters_a_non_json_entry_and_handles_the_rest(
+    workers: WorkerProcesses, redis_broker: RedisStreamsBroker, prefix: str
+) -> None:
+    source, results, dead = f"{prefix}-source", f"{prefix}-results", f"{prefix}-dead"
+    write_config(workers.config, prefix, delay_ms=1, max_batch=10)
+    await redis_broker.create_group(source, "echo")
+    client = redis_broker.client
+    await redis_broker.publish(source, [Message({"n": n}) for n in range(10)])
+    bad_id = (await client.xadd(source, {b"d": b"{not json"})).decode()
+    await redis_broker.publish(source, [Message({"n": n}) for n in range(10, 20)])
+    workers.start()
+
+    async def settled() -> bool:
+        info = await redis_broker.group_info(source, "echo")
+        done = await client.xlen(results) == 20 and await client.xlen(dead) == 1
+        return done and info.lag == 0 and info.pending == 0
+
+    await wait_for(settled, 30, "20 results and 1 dead letter")
+    (letter,) = await results_by_source(client, dead)
+    assert letter["source_id"] == bad_id
+    assert letter["data"] == {"raw": "{not json"}
+    written = await results_by_source(client, results)
+    assert sorted(int(r["n"]) for r in written) == list(range(20))  # type: ignore[call-overload]
+    assert workers.started[0].poll() is None  # and it keeps running
+
+
+async def test_a_worker_process_whose_task_dies_exits_3_and_says_why(
+    workers: WorkerProcesses, redis_broker: RedisStreamsBroker, prefix: str, tmp_path: Path
+) -> None:
+    source = f"{prefix}-source"
+    write_config(workers.config, prefix, delay_ms=1, max_batch=10)
+    await redis_broker.create_group(source, "echo")
+    await redis_broker.publish(source, [Message({"n": n}) for n in range(5)])
+
+    process = workers.start(program=_BUGGY_CLI)
+
+    assert await asyncio.to_thread(process.wait, 30) == 3
+    log = (tmp_path / "worker-0.log").read_text()
+    assert "a bug in a worker task (simulated)" in log
+    assert "Traceback" in log

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from nearline.worker.broker import Entry
+from nearline.worker.broker import Broker, Entry, EntryIds
 from nearline.worker.pipeline import Result, SyncHandler
 from nearline.worker.worker import Worker
 
@@ -28,6 +28,37 @@ async def running(worker: Worker) -> AsyncIterator[Worker]:
     finally:
         worker.stop()
         await asyncio.wait_for(task, 10)
+
+
+_RAW_IDS = EntryIds(first_seq=900_000_000)
+
+
+async def publish_undecodable(broker: Broker, stream: str, payload: bytes = b"not json {") -> str:
+    """Append ``payload`` as an entry's data, bypassing JSON encoding (what a foreign producer
+    might write); returns its id. For the in-process, Redis and RabbitMQ brokers."""
+    from nearline.worker.memory import MemoryBroker
+    from nearline.worker.redis_streams import RedisStreamsBroker
+
+    if isinstance(broker, RedisStreamsBroker):
+        raw_id = await broker.client.xadd(stream, {b"d": payload})
+        return raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+    if isinstance(broker, MemoryBroker):
+        log = broker._stream(stream)  # no wire to write garbage on: into its log directly
+        entry_id = log.new_ids.next()
+        log.ids.append(entry_id)
+        log.payloads.append(payload)
+        log.notify()
+        return entry_id
+    import aio_pika
+
+    from nearline.worker.rabbitmq import RabbitMQBroker
+
+    if not isinstance(broker, RabbitMQBroker):
+        raise TypeError(f"cannot write raw entries to a {type(broker).__name__}")
+    exchange = await broker._exchange(stream)
+    entry_id = _RAW_IDS.next()
+    await exchange.publish(aio_pika.Message(payload, message_id=entry_id), routing_key="")
+    return entry_id
 
 
 class PoisonError(ValueError):

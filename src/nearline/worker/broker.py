@@ -10,6 +10,10 @@ default), ``RedisStreamsBroker`` (production default) and ``RabbitMQBroker``.
 
 Entry ids have the form ``"<unix ms>-<sequence>"`` on every broker, so the time an entry was
 published is known wherever it travels (end-to-end latency is measured from it).
+
+An entry whose payload is not a JSON object (a foreign producer, a corrupted write) is still
+delivered, with ``decode_error`` saying why and ``data = {"raw": <the payload as text>}``, so a
+consumer can acknowledge or dead-letter it instead of choking on it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+import orjson
 
 EntryData = Mapping[str, Any]
 
@@ -37,11 +43,25 @@ class Entry:
     id: str
     data: EntryData
     deliveries: int = 1
+    decode_error: str | None = None  # set when the payload was not a JSON object
 
     @property
     def published_ms(self) -> int:
         """When the entry was published (unix ms), read from its id."""
         return entry_id_ms(self.id)
+
+
+def decode_payload(payload: bytes) -> tuple[dict[str, Any], str | None]:
+    """An entry's data from its JSON payload, or ``({"raw": text}, why)`` if it is not a JSON
+    object."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return {"raw": payload.decode("utf-8", "replace")}, f"the payload is not JSON: {exc}"
+    if not isinstance(data, dict):
+        why = f"the payload is a JSON {type(data).__name__}, not an object"
+        return {"raw": payload.decode("utf-8", "replace")}, why
+    return data, None
 
 
 @dataclass(slots=True)

@@ -1,4 +1,14 @@
-"""``nearline worker`` and ``nearline demo``: the event worker's subcommands."""
+"""``nearline worker`` and ``nearline demo``: the event worker's subcommands.
+
+``nearline worker`` exits with a code that says how it ended (docs/worker.md):
+
+* 0 — stopped by SIGTERM/SIGINT, every batch in hand finished;
+* 2 — a configuration or usage error, nothing ran;
+* 3 — a task of the worker failed with an unexpected error (logged with its traceback);
+* 4 — stopped by a signal, but batches in hand did not finish within ``shutdown_grace_ms``:
+  they were abandoned, their entries given back for redelivery,
+  and the process exited without waiting for a hung handler's thread.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +16,17 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("nearline.worker")
+
+EXIT_STOPPED = 0
+EXIT_CRASHED = 3
+EXIT_ABANDONED = 4
 
 
 def add_commands(commands: Any) -> None:
@@ -64,7 +79,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 async def _serve_worker(settings: Any, http_port: int | None) -> int:
     from nearline.core.errors import ConfigError
     from nearline.worker.build import build_pipelines, close_handlers, open_broker
-    from nearline.worker.worker import Worker, WorkerOptions
+    from nearline.worker.worker import Worker, WorkerCrashed, WorkerOptions
 
     pipelines = build_pipelines(settings.worker)
     if not pipelines:
@@ -74,9 +89,12 @@ async def _serve_worker(settings: Any, http_port: int | None) -> int:
     options = WorkerOptions(
         consumer_name=settings.worker.consumer_name or "",
         reclaim_idle_ms=settings.worker.reclaim_idle_ms,
+        shutdown_grace_s=settings.worker.shutdown_grace_ms / 1000,
+        output_full_wait_s=settings.worker.output_full_wait_ms / 1000,
     )
     worker = Worker(broker, pipelines, options)
     loop = asyncio.get_running_loop()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, worker.stop)
     print(
@@ -85,6 +103,7 @@ async def _serve_worker(settings: Any, http_port: int | None) -> int:
         file=sys.stderr,
         flush=True,
     )
+    code = EXIT_STOPPED
     try:
         if http_port is None:
             await worker.run()
@@ -92,10 +111,29 @@ async def _serve_worker(settings: Any, http_port: int | None) -> int:
             from nearline.worker.server import serve_with_worker
 
             await serve_with_worker(worker, settings, http_port)
+    except WorkerCrashed as crash:  # the failing task was logged with its traceback
+        logger.error("nearline worker: %s; exiting with code %d", crash, EXIT_CRASHED)  # noqa: TRY400
+        code = EXIT_CRASHED
     finally:
-        await close_handlers(pipelines)
-        await broker.aclose()
-    return 0
+        if worker.abandoned:
+            code = EXIT_ABANDONED if code == EXIT_STOPPED else code
+        if not worker.abandoned:  # an abandoned handler may hold what closing needs
+            await close_handlers(pipelines)
+        try:
+            await asyncio.wait_for(broker.aclose(), 5)
+        except Exception as exc:  # noqa: BLE001 - exiting anyway: say so, keep the exit code
+            logger.warning("nearline worker: closing the broker failed: %r", exc)
+    if worker.abandoned or worker.hung_handler_threads:
+        logger.warning(
+            "nearline worker: exiting with code %d without waiting for %d hung handler thread(s)",
+            code,
+            worker.hung_handler_threads,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # a thread cannot be killed, and the interpreter would wait for it
+    return code
 
 
 def _tune_garbage_collector() -> None:

@@ -25,6 +25,7 @@ from nearline.worker.broker import (
     Message,
     StreamBound,
     StreamFull,
+    decode_payload,
     entry_id_key,
 )
 
@@ -59,7 +60,8 @@ class _Stream:
 
     def entry(self, index: int, deliveries: int) -> Entry:
         position = index - self.base
-        return Entry(self.ids[position], orjson.loads(self.payloads[position]), deliveries)
+        data, error = decode_payload(self.payloads[position])
+        return Entry(self.ids[position], data, deliveries, error)
 
     def index_after(self, entry_id: str) -> int:
         position = bisect.bisect_right(self.ids, entry_id_key(entry_id), key=entry_id_key)

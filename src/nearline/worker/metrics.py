@@ -80,6 +80,25 @@ class WorkerMetrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.dead_letters = Counter(
+            "nearline_worker_dead_letters",
+            "Entries dead-lettered, by reason: undecodable, invalid_result, handler_error, "
+            "timeout, redelivered (workers died on it), output_refused",
+            ["pipeline", "reason"],
+            registry=self.registry,
+        )
+        self.handler_timeouts = Counter(
+            "nearline_worker_handler_timeouts",
+            "Handler calls abandoned at handler_timeout_ms",
+            ["pipeline"],
+            registry=self.registry,
+        )
+        self.output_refused = Counter(
+            "nearline_worker_output_refused",
+            "Batches whose results or dead letters a full stream refused past output_full_wait_ms",
+            ["pipeline", "stream"],
+            registry=self.registry,
+        )
         self.lag = Gauge(
             "nearline_stream_lag",
             "Entries a group has not been delivered yet",

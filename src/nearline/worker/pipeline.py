@@ -1,17 +1,17 @@
 """A pipeline: source stream → optional filter → handler(batch) → results stream.
 
 Handlers are plain functions, sync or async, called with a batch of entries and returning
-one result per entry (``None``: no result for that entry). A sync handler runs in a worker
-thread so the event loop stays free; an async handler runs on the loop and must not block it.
+one result per entry (``None``: no result for that entry). A sync handler runs in a thread of
+its consumer (``nearline.worker.runner``) so the event loop stays free; an async handler runs on
+the loop and must not block it. A call may last ``handler_timeout_ms`` at most.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from nearline.worker.broker import Entry, EntryData
 
@@ -33,7 +33,8 @@ class Pipeline:
     ``max_batch`` entries at most per handler call; ``window_ms``: how long after the first
     entry of a batch was *published* the worker may wait for more (0: take what is there).
     An entry whose handling failed ``max_deliveries`` times goes to ``dead_letter`` with its
-    error. ``concurrency`` consumers of this pipeline run in each worker process.
+    error. ``concurrency`` consumers of this pipeline run in each worker process. A handler call
+    that lasts longer than ``handler_timeout_ms`` (``None``: no deadline) fails its batch.
     """
 
     name: str
@@ -47,6 +48,7 @@ class Pipeline:
     max_deliveries: int = 5
     dead_letter: str | None = None
     concurrency: int = 1
+    handler_timeout_ms: int | None = 60_000
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -57,6 +59,8 @@ class Pipeline:
             raise ValueError(f"pipeline {self.name}: max_deliveries must be at least 1")
         if self.concurrency < 1:
             raise ValueError(f"pipeline {self.name}: concurrency must be at least 1")
+        if self.handler_timeout_ms is not None and self.handler_timeout_ms < 1:
+            raise ValueError(f"pipeline {self.name}: handler_timeout_ms must be at least 1")
 
     @property
     def group_name(self) -> str:
@@ -71,15 +75,11 @@ class Pipeline:
         return f"{self.name}:{entry.id}"
 
 
-async def call_handler(handler: Handler, batch: list[Entry]) -> list[Result]:
-    """Run ``handler`` on ``batch`` (sync ones in a thread) and check its answer's shape."""
-    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+def is_async(handler: Handler) -> bool:
+    """Whether ``handler`` is a coroutine function (or an object with an async ``__call__``)."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - objects with an async __call__
-    ):
-        results = await cast(AsyncHandler, handler)(batch)
-    else:
-        results = await asyncio.to_thread(cast(SyncHandler, handler), batch)
-    return check_results(batch, results)
+    )
 
 
 def check_results(batch: list[Entry], results: Any) -> list[Result]:

@@ -27,6 +27,8 @@ import asyncio
 import contextlib
 import datetime
 import random
+import re
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -49,9 +51,11 @@ from nearline.worker.broker import (
     Message,
     StreamBound,
     StreamFull,
+    decode_payload,
     entry_id_ms,
 )
 
+_ENTRY_ID = re.compile(r"\d{1,15}-\d{1,19}")
 _TAIL_PREFETCH = 500
 _TAIL_SKIP_ALLOWANCE_MS = 10_000
 
@@ -134,8 +138,12 @@ def _entry(message: AbstractIncomingMessage) -> Entry:
     headers = message.headers or {}
     previous = headers.get("x-delivery-count")
     deliveries = 1 + (int(previous) if isinstance(previous, int | str) else 0)
-    data = orjson.loads(message.body)
-    return Entry(str(message.message_id), data, deliveries)
+    data, error = decode_payload(message.body)
+    entry_id = str(message.message_id)
+    if _ENTRY_ID.fullmatch(entry_id) is None:  # a foreign producer's message: an id of ours
+        error = error or f"the message id {message.message_id!r} is not an entry id"
+        entry_id = f"{int(time.time() * 1000)}-{message.delivery_tag or 0}"
+    return Entry(entry_id, data, deliveries, error)
 
 
 class RabbitMQBroker:

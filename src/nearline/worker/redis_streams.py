@@ -1,7 +1,8 @@
 """``RedisStreamsBroker``: streams and consumer groups on Redis Streams (the production default).
 
-* An entry is one Redis stream entry whose field ``d`` holds the data as JSON; entries written
-  by other producers with plain fields are read as a dict of those fields.
+* An entry is one Redis stream entry whose field ``d`` holds the data as JSON (if it does not,
+  the entry comes with ``decode_error``); entries written by other producers with other plain
+  fields are read as a dict of those fields.
 * Publishing is one Lua script per batch: it checks the bound and the dedupe keys and appends,
   atomically, so a producer either gets ``StreamFull`` with nothing written or all its ids.
   Dedupe keys are ``<stream>:dedupe:<key>`` strings that expire after ``dedupe_ttl_s``.
@@ -31,6 +32,7 @@ from nearline.worker.broker import (
     Message,
     StreamBound,
     StreamFull,
+    decode_payload,
     entry_id_key,
 )
 
@@ -97,13 +99,17 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _decode(fields: Any) -> dict[str, Any]:
+def _field(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _entry(raw_id: bytes | str, fields: Any, deliveries: int = 1) -> Entry:
+    """A stream entry: field ``d`` holds JSON; plain fields (other producers) are the data."""
     payload = fields.get(DATA_FIELD)
     if payload is not None and len(fields) == 1:
-        data = orjson.loads(payload)
-        if isinstance(data, dict):
-            return data
-    return {_text(k): _text(v) for k, v in fields.items()}
+        data, error = decode_payload(payload)
+        return Entry(_text(raw_id), data, deliveries, error)
+    return Entry(_text(raw_id), {_field(k): _field(v) for k, v in fields.items()}, deliveries)
 
 
 def dedupe_prefix(stream: str) -> str:
@@ -213,8 +219,9 @@ class RedisStreamsBroker:
                 )
             for _name, entries in response or []:
                 for raw_id, fields in entries:
-                    position = _text(raw_id)
-                    yield Entry(position, _decode(fields))
+                    entry = _entry(raw_id, fields)
+                    position = entry.id
+                    yield entry
 
     async def trim_acknowledged(self, stream: str) -> int:
         groups = await self._groups(stream)
@@ -297,7 +304,7 @@ class RedisConsumer:
             if fields is None:  # deleted from the stream while pending: nothing to redo
                 await self.ack([entry_id])
                 continue
-            entries.append(Entry(entry_id, _decode(fields), deliveries.get(entry_id, 2)))
+            entries.append(_entry(raw_id, fields, deliveries.get(entry_id, 2)))
         return entries
 
     async def read(self, count: int, block_ms: int) -> list[Entry]:
@@ -313,7 +320,7 @@ class RedisConsumer:
                 block=block_ms if block_ms > 0 else None,
             )
         return [
-            Entry(_text(raw_id), _decode(fields))
+            _entry(raw_id, fields)
             for _name, entries in response or []
             for raw_id, fields in entries
         ]

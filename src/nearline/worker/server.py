@@ -51,8 +51,10 @@ async def serve_with_worker(worker: Worker, settings: Settings, port: int) -> No
     done, _ = await asyncio.wait({serving, working}, return_when=asyncio.FIRST_COMPLETED)
     worker.stop()
     server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await working
-    await serving
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await working  # raises WorkerCrashed if a task of the worker failed
+    finally:
+        await serving
     for task in done:
         task.result()

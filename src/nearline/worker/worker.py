@@ -7,12 +7,19 @@ For each pipeline, each consumer repeats:
    waits at most its window, however long it sat in the stream);
 2. dead-letter entries already delivered more than ``max_deliveries`` times (a worker died on
    each of them), acknowledge the ones the filter skips;
-3. call the handler with the rest; if it raises, call it again one entry at a time, so one
-   poison entry does not sink its batch: an entry that fails is given back to the group, or
-   dead-lettered with its error once it failed ``max_deliveries`` times;
+3. call the handler with the rest, within ``handler_timeout_ms``; if it raises or passes the
+   deadline, call it again one entry at a time, so one poison entry does not sink its batch:
+   an entry that fails is given back to the group, or dead-lettered with its error once it
+   failed ``max_deliveries`` times (``batch.py``);
 4. publish results with the source entry's id as dedupe key (a redelivered entry never yields a
    second result), *then* acknowledge. A crash anywhere before the acknowledgement means the
    entry is delivered again: at-least-once processing, exactly-once results.
+
+No bound makes the worker wait forever on its own output: a results or dead-letter stream that
+stays full for ``output_full_wait_s`` has the batch given back (logged, counted). A task of the
+worker that fails unexpectedly stops the whole worker and ``run`` raises ``WorkerCrashed``;
+after ``stop()``, batches in hand get ``shutdown_grace_s`` to finish, then are abandoned
+(their entries given back; a hung sync handler's thread is left behind, see ``runner.py``).
 """
 
 from __future__ import annotations
@@ -23,29 +30,30 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from nearline.worker.broker import (
-    Broker,
-    BrokerError,
-    Consumer,
-    Entry,
-    Message,
-    publish_patiently,
-)
+from nearline.worker.batch import Outcome, dead, handle_batch
+from nearline.worker.broker import Broker, BrokerError, Consumer, Entry, Message, StreamFull
 from nearline.worker.metrics import WorkerMetrics
-from nearline.worker.pipeline import Pipeline, Result, call_handler
+from nearline.worker.pipeline import Pipeline
+from nearline.worker.runner import HandlerRunner
 
 logger = logging.getLogger("nearline.worker.worker")
 
 _POLL_MS = 500  # how often an idle consumer checks whether it should stop
 _BROKER_RETRY_S = 1.0
 _LATENCY_SAMPLES_PER_BATCH = 100
+_GIVE_BACK_S = 1.0  # at most this long to give entries back when a batch is abandoned
 
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WorkerCrashed(RuntimeError):
+    """A task of the worker failed with an unexpected error (logged); the worker stopped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +62,8 @@ class WorkerOptions:
     reclaim_idle_ms: int = 30_000
     housekeeping_every_s: float = 1.0  # lag gauges and trimming of acknowledged entries
     trim_acknowledged: bool = True
-
-
-@dataclass(slots=True)
-class _Outcome:
-    done: list[str]
-    results: list[Message]
-    dead: list[Message]
-    retry: list[str]
-    latency_entries: list[Entry]
+    shutdown_grace_s: float = 10.0  # after stop(): how long batches in hand may take
+    output_full_wait_s: float = 30.0  # a full results stream: wait, then give the batch back
 
 
 class Worker:
@@ -84,10 +85,14 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self._consumer_name = self.options.consumer_name or default_consumer_name()
         self._stopping = asyncio.Event()
+        self._crash: tuple[str, BaseException] | None = None
+        self._runners: list[HandlerRunner] = []
         self.started = asyncio.Event()
+        self.abandoned = 0  # tasks still busy when the grace ran out (their batches given back)
 
     def stop(self) -> None:
-        """Finish the batches in hand, then return from ``run``."""
+        """Finish the batches in hand (for ``shutdown_grace_s`` at most), then return from
+        ``run``."""
         self._stopping.set()
 
     @property
@@ -95,17 +100,58 @@ class Worker:
         """Set once ``stop()`` was called (e.g. to end the worker's push subscriptions)."""
         return self._stopping
 
+    @property
+    def hung_handler_threads(self) -> int:
+        """Threads of sync handlers abandoned at their deadline whose call has not returned."""
+        return sum(runner.hung_threads for runner in self._runners)
+
     async def run(self) -> None:
         for pipeline in self.pipelines:
             await self.broker.create_group(pipeline.source, pipeline.group_name)
-        async with asyncio.TaskGroup() as tasks:
-            for pipeline in self.pipelines:
-                for index in range(pipeline.concurrency):
-                    name = f"{self._consumer_name}-{pipeline.name}-{index}"
-                    tasks.create_task(self._consume(pipeline, name))
-            tasks.create_task(self._housekeeping())
-            self.started.set()
+        tasks: set[asyncio.Task[None]] = set()
+        for pipeline in self.pipelines:
+            for index in range(pipeline.concurrency):
+                name = f"{self._consumer_name}-{pipeline.name}-{index}"
+                tasks.add(asyncio.create_task(self._guard(name, self._consume(pipeline, name))))
+        tasks.add(asyncio.create_task(self._guard("housekeeping", self._housekeeping())))
+        self.started.set()
+        try:
+            await self._stopping.wait()
+            await self._wind_down(tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._crash is not None:
+            name, error = self._crash
+            raise WorkerCrashed(f"worker task {name} failed: {error!r}") from error
         logger.info("worker %s stopped", self._consumer_name)
+
+    async def _guard(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run one task of the worker; an unexpected error stops the whole worker, loudly."""
+        try:
+            await work
+        except Exception as exc:
+            logger.exception("worker task %s failed; stopping the worker", name)
+            if self._crash is None:
+                self._crash = (name, exc)
+            self.stop()
+
+    async def _wind_down(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Wait for the tasks to finish their batches, ``shutdown_grace_s`` at most."""
+        _, pending = await asyncio.wait(tasks, timeout=self.options.shutdown_grace_s)
+        if pending:
+            self.abandoned = len(pending)
+            logger.warning(
+                "worker %s: %d task(s) still busy after the %gs grace; abandoning their "
+                "batches (entries given back, redelivered)",
+                self._consumer_name,
+                len(pending),
+                self.options.shutdown_grace_s,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=2 * _GIVE_BACK_S)
 
     async def _consume(self, pipeline: Pipeline, name: str) -> None:
         consumer = self.broker.consumer(
@@ -114,31 +160,50 @@ class Worker:
             name,
             reclaim_idle_ms=self.options.reclaim_idle_ms,
         )
+        runner = HandlerRunner(pipeline.handler, pipeline.handler_timeout_ms, name)
+        self._runners.append(runner)
+        in_hand: list[Entry] = []
         try:
             while not self._stopping.is_set():
                 try:
-                    batch = await collect_batch(consumer, pipeline)
-                    if batch:
-                        await self._process(consumer, pipeline, batch)
+                    in_hand = await collect_batch(consumer, pipeline)
+                    if in_hand:
+                        await self._process(consumer, pipeline, runner, in_hand)
+                    in_hand = []
                 except BrokerError as exc:
                     logger.warning(
                         "pipeline %s: %s; retrying in %gs", pipeline.name, exc, _BROKER_RETRY_S
                     )
-                    await asyncio.sleep(_BROKER_RETRY_S)
+                    await self._pause(_BROKER_RETRY_S)
+        except asyncio.CancelledError:
+            if in_hand:  # abandoned at shutdown: give the entries back for another consumer
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.retry([e.id for e in in_hand]), _GIVE_BACK_S)
+            raise
         finally:
-            await consumer.aclose()
+            runner.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.aclose(), _GIVE_BACK_S)
 
-    async def _process(self, consumer: Consumer, pipeline: Pipeline, batch: list[Entry]) -> None:
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the worker is told to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _process(
+        self, consumer: Consumer, pipeline: Pipeline, runner: HandlerRunner, batch: list[Entry]
+    ) -> None:
         started = time.perf_counter()
-        outcome = await handle_batch(pipeline, batch, self.metrics)
-        if pipeline.results is not None and outcome.results:
-            await publish_patiently(
-                self.broker, pipeline.results, outcome.results, stop=self._stopping
-            )
-        if outcome.dead:
-            await publish_patiently(
-                self.broker, pipeline.dead_letter_stream, outcome.dead, stop=self._stopping
-            )
+        outcome = await handle_batch(pipeline, batch, self.metrics, runner, self._stopping)
+        results = pipeline.results
+        written = results is None or not outcome.results
+        if not written and not await self._publish_output(pipeline, str(results), outcome.results):
+            self._results_refused(pipeline, outcome)
+        dead_letters = pipeline.dead_letter_stream
+        if outcome.dead and not await self._publish_output(pipeline, dead_letters, outcome.dead):
+            refused = {str(letter.data["source_id"]) for letter in outcome.dead}
+            outcome.done = [i for i in outcome.done if i not in refused]
+            outcome.retry += sorted(refused)
         await consumer.ack(outcome.done)
         if outcome.retry:
             await consumer.retry(outcome.retry)
@@ -148,6 +213,49 @@ class Worker:
         # observing a histogram costs microseconds: a big batch is sampled, evenly
         for entry in handled[:: max(1, len(handled) // _LATENCY_SAMPLES_PER_BATCH)]:
             self.metrics.record_latency(pipeline.name, now_ms - entry.published_ms)
+
+    def _results_refused(self, pipeline: Pipeline, outcome: Outcome) -> None:
+        """The results stream refused the batch's results: give the entries back, or
+        dead-letter those on their last delivery (they would never get through)."""
+        refused = {entry.id for entry in outcome.result_sources}
+        outcome.done = [i for i in outcome.done if i not in refused]
+        outcome.latency_entries = [e for e in outcome.latency_entries if e.id not in refused]
+        for entry in outcome.result_sources:
+            if entry.deliveries >= pipeline.max_deliveries:
+                why = f"the results stream {pipeline.results!r} stayed full"
+                dead(pipeline, entry, why, "output_refused", outcome, self.metrics)
+            else:
+                outcome.retry.append(entry.id)
+        outcome.results, outcome.result_sources = [], []
+
+    async def _publish_output(
+        self, pipeline: Pipeline, stream: str, messages: Sequence[Message]
+    ) -> bool:
+        """Publish the worker's own output, waiting while ``stream`` is full; ``False`` once it
+        refused for ``output_full_wait_s`` (or the worker is stopping). Never silent."""
+        deadline = time.monotonic() + self.options.output_full_wait_s
+        while True:
+            try:
+                await self.broker.publish(stream, messages)
+                return True
+            except StreamFull as full:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    self.metrics.output_refused.labels(pipeline.name, stream).inc()
+                    logger.warning(
+                        "pipeline %s: %s; gave up after %gs, giving the batch back",
+                        pipeline.name,
+                        full,
+                        self.options.output_full_wait_s,
+                    )
+                    return False
+                logger.warning(
+                    "pipeline %s: output %s; waiting (up to %.1fs more)",
+                    pipeline.name,
+                    full,
+                    remaining,
+                )
+                await self._pause(min(max(full.retry_after_s, 0.5), remaining))
 
     async def _housekeeping(self) -> None:
         while not self._stopping.is_set():
@@ -162,8 +270,7 @@ class Worker:
                         await self.broker.trim_acknowledged(pipeline.source)
                 except BrokerError as exc:
                     logger.warning("housekeeping of %s: %s", pipeline.name, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.options.housekeeping_every_s)
+            await self._pause(self.options.housekeeping_every_s)
 
 
 async def collect_batch(consumer: Consumer, pipeline: Pipeline) -> list[Entry]:
@@ -178,107 +285,3 @@ async def collect_batch(consumer: Consumer, pipeline: Pipeline) -> list[Entry]:
             break
         batch += await consumer.read(pipeline.max_batch - len(batch), block_ms=int(remaining_ms))
     return batch
-
-
-async def handle_batch(pipeline: Pipeline, batch: list[Entry], metrics: WorkerMetrics) -> _Outcome:
-    """Decide each entry's fate: result, skipped, retried or dead-lettered."""
-    outcome = _Outcome(done=[], results=[], dead=[], retry=[], latency_entries=[])
-    count = metrics.events.labels
-    wanted: list[Entry] = []
-    for entry in batch:
-        if entry.deliveries > pipeline.max_deliveries:
-            outcome.dead.append(
-                dead_letter(
-                    pipeline,
-                    entry,
-                    f"the worker stopped while handling this entry {entry.deliveries - 1} times",
-                )
-            )
-            outcome.done.append(entry.id)
-            count(pipeline.name, "dead_lettered").inc()
-            continue
-        try:
-            skip = pipeline.filter is not None and not pipeline.filter(entry)
-        except Exception as exc:  # noqa: BLE001 - a filter failure is the entry's failure
-            _fail(pipeline, entry, exc, outcome, metrics)
-            continue
-        if skip:
-            outcome.done.append(entry.id)
-            count(pipeline.name, "skipped").inc()
-        else:
-            wanted.append(entry)
-    if not wanted:
-        return outcome
-
-    metrics.batch_size.labels(pipeline.name).observe(len(wanted))
-    started = time.perf_counter()
-    try:
-        results = await call_handler(pipeline.handler, wanted)
-    except Exception as exc:  # noqa: BLE001 - any handler failure: retry entries one by one
-        logger.info(
-            "pipeline %s: batch of %d failed (%r); retrying one by one",
-            pipeline.name,
-            len(wanted),
-            exc,
-        )
-        await _handle_one_by_one(pipeline, wanted, outcome, metrics)
-    else:
-        _accept(pipeline, wanted, results, outcome, metrics)
-    metrics.handler_seconds.labels(pipeline.name).observe(time.perf_counter() - started)
-    return outcome
-
-
-async def _handle_one_by_one(
-    pipeline: Pipeline, entries: list[Entry], outcome: _Outcome, metrics: WorkerMetrics
-) -> None:
-    for entry in entries:
-        try:
-            results = await call_handler(pipeline.handler, [entry])
-        except Exception as exc:  # noqa: BLE001 - the error is kept with the entry
-            _fail(pipeline, entry, exc, outcome, metrics)
-        else:
-            _accept(pipeline, [entry], results, outcome, metrics)
-
-
-def _fail(
-    pipeline: Pipeline, entry: Entry, error: Exception, outcome: _Outcome, metrics: WorkerMetrics
-) -> None:
-    """Give the entry back, or dead-letter it with ``error`` after its last allowed try."""
-    if entry.deliveries >= pipeline.max_deliveries:
-        outcome.dead.append(dead_letter(pipeline, entry, repr(error)))
-        outcome.done.append(entry.id)
-        metrics.events.labels(pipeline.name, "dead_lettered").inc()
-    else:
-        outcome.retry.append(entry.id)
-        metrics.events.labels(pipeline.name, "failed").inc()
-
-
-def _accept(
-    pipeline: Pipeline,
-    entries: list[Entry],
-    results: list[Result],
-    outcome: _Outcome,
-    metrics: WorkerMetrics,
-) -> None:
-    for entry, result in zip(entries, results, strict=True):
-        if result is not None:
-            outcome.results.append(
-                Message({"source_id": entry.id, **result}, dedupe_key=pipeline.result_key(entry))
-            )
-        outcome.done.append(entry.id)
-        outcome.latency_entries.append(entry)
-    metrics.events.labels(pipeline.name, "processed").inc(len(entries))
-
-
-def dead_letter(pipeline: Pipeline, entry: Entry, error: str) -> Message:
-    return Message(
-        {
-            "source_id": entry.id,
-            "source": pipeline.source,
-            "pipeline": pipeline.name,
-            "deliveries": entry.deliveries,
-            "error": error,
-            "data": dict(entry.data),
-        },
-        dedupe_key=pipeline.result_key(entry),
-    )
