@@ -139,3 +139,38 @@ def test_a_handler_from_an_installed_packages_entry_point_is_found(
     from nearline.testing.worker import echo
 
     assert pipeline.handler is echo
+
+
+def test_deadline_grace_and_output_wait_come_from_config() -> None:
+    settings = load_settings(
+        worker={
+            "shutdown_grace_ms": 2500,
+            "output_full_wait_ms": 700,
+            "pipelines": [
+                {"name": "a", "source": "s", "handler": "nearline.testing.worker:echo"},
+                {
+                    "name": "b",
+                    "source": "s",
+                    "handler": "nearline.testing.worker:echo",
+                    "handler_timeout_ms": 250,
+                },
+                {
+                    "name": "c",
+                    "source": "s",
+                    "handler": "nearline.testing.worker:echo",
+                    "handler_timeout_ms": None,
+                },
+            ],
+        }
+    )
+
+    a, b, c = build_pipelines(settings.worker)
+
+    assert (a.handler_timeout_ms, b.handler_timeout_ms, c.handler_timeout_ms) == (60_000, 250, None)
+    assert (settings.worker.shutdown_grace_ms, settings.worker.output_full_wait_ms) == (2500, 700)
+    with pytest.raises(ConfigError, match=r"worker.pipelines.0.handler_timeout_ms"):
+        load_settings(
+            worker={
+                "pipelines": [{"name": "p", "source": "s", "handler": "h", "handler_timeout_ms": 0}]
+            }
+        )

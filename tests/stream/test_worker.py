@@ -18,7 +18,7 @@ from nearline.testing.worker import (
     running,
 )
 from nearline.worker.broker import Broker, BrokerError, Consumer, Entry, Message
-from nearline.worker.pipeline import Pipeline
+from nearline.worker.pipeline import Pipeline, Result
 from nearline.worker.worker import Worker, WorkerOptions
 
 if TYPE_CHECKING:
@@ -440,3 +440,69 @@ async def test_a_worker_task_that_dies_takes_the_worker_down_loudly(
 
     assert worker.stopping.is_set()
     assert any("a bug in a worker task" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_batch_past_its_deadline_is_split_and_only_the_culprit_is_dead_lettered(
+    broker: Broker, prefix: str, kind: str
+) -> None:
+    import threading
+
+    source, results, dead = f"{prefix}-source", f"{prefix}-results", f"{prefix}-dead"
+    for stream in (results, dead):
+        await broker.create_group(stream, "check")
+    release = threading.Event()  # the hung call ends with the test, not before
+
+    def hanging(batch: list[Entry]) -> list[Result]:
+        if any(entry.data["n"] == 3 for entry in batch):
+            release.wait(30)
+        return echo(batch)
+
+    async def hanging_async(batch: list[Entry]) -> list[Result]:
+        if any(entry.data["n"] == 3 for entry in batch):
+            await asyncio.sleep(30)
+        return echo(batch)
+
+    handler = hanging if kind == "sync" else hanging_async
+    pipeline = Pipeline(
+        "p",
+        source,
+        handler,
+        results=results,
+        dead_letter=dead,
+        max_batch=10,
+        window_ms=50,
+        max_deliveries=1,
+        handler_timeout_ms=300,
+    )
+    worker = Worker(broker, [pipeline])
+    try:
+        async with running(worker):
+            ids = await publish_numbers(broker, source, range(6))
+            got = await count_results(broker, results, "check", 5)
+            letters = await count_results(broker, dead, "check", 1)
+    finally:
+        release.set()
+
+    assert sorted(e.data["n"] for e in got) == [0, 1, 2, 4, 5]
+    assert [letter.data["source_id"] for letter in letters] == [ids[3]]
+    assert "handler_timeout_ms=300" in letters[0].data["error"]
+    assert dead_letter_count(worker, "timeout") == 1
+
+
+async def test_a_failing_batch_of_one_runs_the_handler_once_per_delivery(
+    broker: Broker, prefix: str
+) -> None:
+    source, dead = f"{prefix}-source", f"{prefix}-dead"
+    await broker.create_group(dead, "check")
+    handler = RecordingHandler()
+    pipeline = Pipeline(
+        "p", source, handler, dead_letter=dead, max_batch=1, window_ms=0, max_deliveries=2
+    )
+
+    async with running(Worker(broker, [pipeline], WorkerOptions(reclaim_idle_ms=200))):
+        await broker.publish(source, [Message({"n": 1, "poison": True})])
+        letters = await count_results(broker, dead, "check", 1)
+
+    assert [letter.data["deliveries"] for letter in letters] == [2]
+    assert [[e.deliveries for e in batch] for batch in handler.batches] == [[1], [2]]

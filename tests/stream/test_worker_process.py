@@ -32,17 +32,26 @@ _BUGGY_CLI = (
 )
 
 
-def write_config(path: Path, prefix: str, *, delay_ms: float, max_batch: int) -> Path:
+def write_config(
+    path: Path,
+    prefix: str,
+    *,
+    delay_ms: float,
+    max_batch: int,
+    handler: str = "nearline.testing.worker:slow_echo",
+    **worker: object,
+) -> Path:
     config = {
         "redis": {"url": REDIS_URL},
         "worker": {
             "broker": "redis",
             "reclaim_idle_ms": 1000,
+            **worker,
             "pipelines": [
                 {
                     "name": "echo",
                     "source": f"{prefix}-source",
-                    "handler": "nearline.testing.worker:slow_echo",
+                    "handler": handler,
                     "options": {"delay_ms": delay_ms},
                     "results": f"{prefix}-results",
                     "dead_letter": f"{prefix}-dead",
@@ -281,3 +290,38 @@ async def test_a_worker_process_whose_task_dies_exits_3_and_says_why(
     log = (tmp_path / "worker-0.log").read_text()
     assert "a bug in a worker task (simulated)" in log
     assert "Traceback" in log
+
+
+async def test_sigterm_with_a_hung_sync_handler_exits_4_within_the_grace(
+    workers: WorkerProcesses, redis_broker: RedisStreamsBroker, prefix: str, tmp_path: Path
+) -> None:
+    source = f"{prefix}-source"
+    write_config(
+        workers.config,
+        prefix,
+        delay_ms=1,
+        max_batch=10,
+        handler="nearline.testing.worker:hang_on_marked",
+        shutdown_grace_ms=1000,
+        reclaim_idle_ms=60_000,
+    )
+    await redis_broker.create_group(source, "echo")
+    (hung,) = await redis_broker.publish(source, [Message({"n": 1, "hang": True})])
+    process = workers.start()
+
+    async def in_the_handler() -> bool:
+        return (await redis_broker.group_info(source, "echo")).pending == 1
+
+    await wait_for(in_the_handler, 30, "the worker to be stuck in its handler")
+    stopped_at = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(process.wait, 20)
+    took = time.monotonic() - stopped_at
+
+    assert code == 4
+    assert took < 1.0 + 4.0, took  # the grace, plus giving the entries back and exiting
+    log = (tmp_path / "worker-0.log").read_text()
+    assert "abandoning" in log and "hung handler thread" in log
+    # the abandoned entry was given back: another consumer takes it at once
+    taker = redis_broker.consumer(source, "echo", "taker", reclaim_idle_ms=60_000)
+    assert [e.id for e in await taker.read(10, block_ms=100)] == [hung]

@@ -43,6 +43,8 @@ class PipelineSettings(_Strict):
     window_ms: int = Field(default=100, ge=0, le=600_000)
     max_deliveries: int = Field(default=5, ge=1)
     concurrency: int = Field(default=1, ge=1, le=64)
+    # a handler call that lasts longer fails its batch (null: no deadline)
+    handler_timeout_ms: int | None = Field(default=60_000, ge=1)
 
 
 class WorkerSettings(_Strict):
@@ -54,4 +56,8 @@ class WorkerSettings(_Strict):
     reclaim_idle_ms: int = Field(default=30_000, ge=10)
     stream_max_len: int | None = Field(default=None, ge=1)  # bound on every stream
     stream_bounds: dict[str, int] = Field(default_factory=dict)  # per-stream bounds
+    # after SIGTERM/SIGINT, how long batches in hand may take before they are abandoned
+    shutdown_grace_ms: int = Field(default=10_000, ge=0)
+    # a full results or dead-letter stream: wait this long, then give the batch back
+    output_full_wait_ms: int = Field(default=30_000, ge=0)
     pipelines: list[PipelineSettings] = Field(default_factory=list)

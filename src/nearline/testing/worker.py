@@ -91,6 +91,17 @@ def slow_echo(delay_ms: float = 100.0, fail_marked: bool = True) -> SyncHandler:
     return handle
 
 
+def hang_on_marked(hang_s: float = 3600.0, delay_ms: float = 1.0) -> SyncHandler:
+    """``echo`` that hangs ``hang_s`` (a stuck model, a call with no timeout) when the batch holds
+    an entry marked ``{"hang": true}``."""
+
+    def handle(batch: list[Entry]) -> list[Result]:
+        time.sleep(hang_s if any(entry.data.get("hang") for entry in batch) else delay_ms / 1000)
+        return echo(batch)
+
+    return handle
+
+
 def raise_on_poison(batch: Sequence[Entry]) -> None:
     for entry in batch:
         if entry.data.get("poison"):

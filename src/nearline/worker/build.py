@@ -65,6 +65,7 @@ def build_pipeline(
         max_deliveries=spec.max_deliveries,
         dead_letter=spec.dead_letter,
         concurrency=spec.concurrency,
+        handler_timeout_ms=spec.handler_timeout_ms,
     )
 
 
