@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nearline.app import create_app
 from nearline.config import Settings, load_settings
 from nearline.gateway.api.state import AppState
-from nearline.testing import ThreadServer, eventually, run_in_thread, serve_in_thread
+from nearline.testing import ThreadServer, eventually, run_in_thread
 from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 T = TypeVar("T")
@@ -128,20 +128,33 @@ class MockUpstreams:
     def __init__(self, exits: ExitStack) -> None:
         self._exits = exits
         self._shared: dict[MockBehaviour, str] = {}
+        self.servers: list[ThreadServer] = []
 
     def shared(self, behaviour: MockBehaviour = FAST) -> Mock:
         if behaviour not in self._shared:
-            self._shared[behaviour] = self.start(behaviour)
+            self._shared[behaviour] = self.start(behaviour, self._exits)
         return Mock.at(self._shared[behaviour])
 
-    def start(self, behaviour: MockBehaviour) -> str:
-        return self._exits.enter_context(serve_in_thread(create_mock_app(behaviour)))
+    def start(self, behaviour: MockBehaviour, exits: ExitStack) -> str:
+        server = exits.enter_context(run_in_thread(create_mock_app(behaviour)))
+        self.servers.append(server)
+        return server.url
+
+
+def _stop_together(servers: list[ThreadServer], exits: ExitStack) -> None:
+    for server in servers:
+        server.stop_soon()  # all shut down at once; closing ``exits`` waits for each
+    exits.close()
 
 
 @pytest.fixture(scope="session")
 def mock_upstreams() -> Iterator[MockUpstreams]:
-    with ExitStack() as exits:
-        yield MockUpstreams(exits)
+    exits = ExitStack()
+    pool = MockUpstreams(exits)
+    try:
+        yield pool
+    finally:
+        _stop_together(pool.servers, exits)
 
 
 @dataclass
@@ -226,13 +239,16 @@ class GatewayFactory:
     def __init__(self, upstreams: MockUpstreams, exits: ExitStack) -> None:
         self._upstreams = upstreams
         self._exits = exits
+        self.servers: list[ThreadServer] = []
 
     def mock(self, behaviour: MockBehaviour = FAST, *, fresh: bool = False) -> Mock:
         """A mock upstream: the session's shared one for ``behaviour``, or (``fresh``) one of
         its own, stopped with this factory (for state of its own: held answers, error draws)."""
         if not fresh:
             return self._upstreams.shared(behaviour)
-        return Mock.at(self._exits.enter_context(serve_in_thread(create_mock_app(behaviour))))
+        server = self._exits.enter_context(run_in_thread(create_mock_app(behaviour)))
+        self.servers.append(server)
+        return Mock.at(server.url)
 
     def __call__(
         self,
@@ -251,6 +267,7 @@ class GatewayFactory:
         app = create_app(config, span_exporter=span_exporter)
         exits = self._exits.enter_context(ExitStack())
         server = exits.enter_context(run_in_thread(app))
+        self.servers.append(server)
         return Gateway(server, app, config, mock.since(), exits)
 
     def replicas(self, count: int, upstream: Mock | MockBehaviour | None = None, **settings: Any):
@@ -263,13 +280,21 @@ class GatewayFactory:
 def make_gateway(mock_upstreams: MockUpstreams) -> Iterator[GatewayFactory]:
     """``make_gateway(upstream=None, *, span_exporter=None, **settings) -> Gateway``; every
     gateway and fresh mock it started is stopped when the test ends."""
-    with ExitStack() as exits:
-        yield GatewayFactory(mock_upstreams, exits)
+    exits = ExitStack()
+    factory = GatewayFactory(mock_upstreams, exits)
+    try:
+        yield factory
+    finally:
+        _stop_together(factory.servers, exits)
 
 
 @pytest.fixture(scope="module")
 def make_module_gateway(mock_upstreams: MockUpstreams) -> Iterator[GatewayFactory]:
     """``make_gateway`` for gateways a whole module shares (isolate tests by tenant/prompt,
     count upstream calls with ``gateway.upstream.since()``)."""
-    with ExitStack() as exits:
-        yield GatewayFactory(mock_upstreams, exits)
+    exits = ExitStack()
+    factory = GatewayFactory(mock_upstreams, exits)
+    try:
+        yield factory
+    finally:
+        _stop_together(factory.servers, exits)

@@ -14,16 +14,16 @@ import httpx
 import pytest
 import yaml
 
-from nearline.testing import serve_in_process, serve_in_thread
-from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
+from nearline.testing import serve_in_process
+from nearline.testing.mock_upstream import MockBehaviour
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def two_replicas(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+def two_replicas(tmp_path: Path, make_gateway) -> Iterator[tuple[object, str, str]]:
+    mock = make_gateway.mock(MockBehaviour(ttft_s=0))  # the session's, counted from here
     with ExitStack() as exits:
-        mock_url = exits.enter_context(serve_in_thread(create_mock_app(MockBehaviour(ttft_s=0))))
         config = tmp_path / "nearline.yaml"
         config.write_text(
             yaml.safe_dump(
@@ -31,13 +31,13 @@ def two_replicas(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
                     "server": {"log_level": "warning"},
                     "redis": {"url": "redis://127.0.0.1:6379/0"},
                     "request_log": {"enabled": False},
-                    "providers": {"up": {"base_url": f"{mock_url}/v1"}},
+                    "providers": {"up": {"base_url": mock.base_url}},
                     "models": {"m": {"provider": "up"}},
                 }
             )
         )
         urls = [exits.enter_context(serve_in_process(config)) for _ in range(2)]
-        yield mock_url, urls[0], urls[1]
+        yield mock, urls[0], urls[1]
 
 
 def _ask(url: str, question: str, **headers: str) -> httpx.Response:
@@ -59,8 +59,8 @@ def _served_within(url: str, question: str, seconds: float) -> httpx.Response:
         time.sleep(0.02)
 
 
-def test_each_process_serves_what_the_other_stored(two_replicas: tuple[str, str, str]):
-    mock_url, a, b = two_replicas
+def test_each_process_serves_what_the_other_stored(two_replicas):
+    mock, a, b = two_replicas
     topic = uuid.uuid4().hex[:8]
     question = f"How do I rotate the {topic} signing keys?"
     first = _ask(a, question)
@@ -74,4 +74,4 @@ def test_each_process_serves_what_the_other_stored(two_replicas: tuple[str, str,
     paraphrase = _served_within(b, f"How can I rotate the {topic} signing keys?", 1.0)
     assert paraphrase.status_code == 200
     assert paraphrase.headers["x-nearline-source"] == "semantic"
-    assert httpx.get(f"{mock_url}/mock/stats", timeout=5).json()["requests"] == 1
+    assert mock.requests() == 1

@@ -105,6 +105,11 @@ class ThreadServer:
     def connections(self) -> int:
         return len(self._server.server_state.connections)
 
+    def stop_soon(self) -> None:
+        """Ask the server to shut down without waiting (``run_in_thread`` waits on exit):
+        several servers asked first then waited for stop together."""
+        self._server.should_exit = True
+
     def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
         """Run ``coroutine`` on the server's event loop (where the app's objects live)."""
         assert self._server.loop is not None
