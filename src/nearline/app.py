@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -23,7 +24,7 @@ from nearline.gateway.cache.exact_store import ExactStore, MemoryExactStore, Red
 from nearline.gateway.cache.semantic import SemanticCache, SemanticThresholds
 from nearline.gateway.cache.semantic_store import MemoryStore, RedisStore, SemanticStore
 from nearline.gateway.providers.build import build_providers
-from nearline.gateway.routing.build import build_router
+from nearline.gateway.routing.build import build_router, provider_reach
 from nearline.gateway.routing.telemetry import RoutingCounters
 from nearline.gateway.serving.catalogue import Catalogue
 from nearline.gateway.serving.pipeline import ServingPipeline
@@ -122,7 +123,12 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
                 stack.push_async_callback(request_log.aclose)
             router = build_router(settings.routing)
             stack.push_async_callback(router.aclose)
-            catalogue = Catalogue(settings.models, providers, router)
+            catalogue = Catalogue(
+                settings.models,
+                providers,
+                router,
+                reach=functools.partial(provider_reach, settings.routing),
+            )
             tiers = CacheTiers(
                 catalogue.provider_name,
                 exact,

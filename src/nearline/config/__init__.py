@@ -171,6 +171,9 @@ class ModelRoute(_Strict):
     cache: Literal["always", "deterministic", "never"] = "always"
     price: Price | None = None
     progressive: bool = False  # answer progressively unless the request says otherwise
+    # Every key may use this model (and the tiers it is served by), whatever its ``models``:
+    # e.g. the light draft model, so that limited keys get drafts too.
+    public: bool = False
 
 
 def _default_models() -> dict[str, ModelRoute]:

@@ -110,6 +110,13 @@ def build_router(settings: RoutingSettings) -> Router:
     return Router(policies)
 
 
+def provider_reach(settings: RoutingSettings, name: str) -> frozenset[str]:
+    """The providers ``name`` may call, to check a tenant's rights against (the catalogue's
+    ``reach``): a tier, its chain of fallbacks; a cascade, its cheap, strong and verifier
+    tiers and their fallbacks; any other provider, itself."""
+    return frozenset(settings.tiers_needed_by({name}) or {name})
+
+
 def build_routing(
     settings: RoutingSettings,
     used: set[str],

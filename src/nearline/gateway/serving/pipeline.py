@@ -40,6 +40,7 @@ from nearline.gateway.serving.sse import new_request_id
 from nearline.gateway.serving.tiers import CacheKeys, CacheTiers
 from nearline.gateway.telemetry.metrics import GatewayMetrics
 from nearline.gateway.telemetry.observe import AnswerObserver
+from nearline.gateway.tenancy import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class ServingPipeline:
         self,
         call: ProviderCall,
         *,
+        tenant: Tenant,
         request_id: str | None = None,
         client_directive: CacheDirective | None = None,
         received_at: float | None = None,
@@ -137,9 +139,13 @@ class ServingPipeline:
 
         ``progressive`` is the transport's say (e.g. the ``X-Nearline-Progressive`` header);
         the request's ``nearline.progressive`` and the model's config are consulted too.
+        ``tenant`` (whose rights ``call`` was resolved with) bounds every other call the
+        answer makes: a draft from a model it may not use is not made, a prefetch learnt
+        from its traffic runs with its rights only.
         """
         answering = _Answering(
             call=call,
+            tenant=tenant,
             request_id=request_id or new_request_id(),
             received_at=time.perf_counter() if received_at is None else received_at,
             trace_parent=trace_parent,
@@ -193,7 +199,7 @@ class ServingPipeline:
         if directive.store and keys.any:
             events = recorded(events, self._tiers.storer(keys))
         if self._wants_progressive(call.request, route, progressive):
-            events = self._with_preliminary(events, call, near)
+            events = self._with_preliminary(events, answering, near)
         return await _started(self._observed(events, answering, Source.INFERENCE, route), answering)
 
     def _observed(
@@ -208,7 +214,7 @@ class ServingPipeline:
 
         def learn() -> None:
             if prefetcher is not None:
-                self._tasks.start(prefetcher.observe(call))
+                self._tasks.start(prefetcher.observe(call, answering.tenant))
 
         return self._observer.observe(
             events,
@@ -237,7 +243,10 @@ class ServingPipeline:
         )
 
     def _with_preliminary(
-        self, refined: AsyncGenerator[Event, None], call: ProviderCall, near: SemanticMatch | None
+        self,
+        refined: AsyncGenerator[Event, None],
+        answering: _Answering,
+        near: SemanticMatch | None,
     ) -> AsyncGenerator[Event, None]:
         """The fastest credible preliminary: a near-match's answer, else a light-model draft."""
         if near is not None:
@@ -249,7 +258,7 @@ class ServingPipeline:
                 similarity=near.similarity,
                 background=self._tasks,
             )
-        draft = self._draft(call)
+        draft = self._draft(answering.call, answering.tenant)
         if draft is None:
             return refined
         return with_preliminary(refined, draft, source=Source.DRAFT, background=self._tasks)
@@ -263,12 +272,13 @@ class ServingPipeline:
             return transport_says
         return route.progressive
 
-    def _draft(self, call: ProviderCall) -> AsyncGenerator[Event, None] | None:
-        """A quick answer from the light model, when one is configured and it is not the
-        model that gives the refined answer anyway."""
+    def _draft(self, call: ProviderCall, tenant: Tenant) -> AsyncGenerator[Event, None] | None:
+        """A quick answer from the light model, when one is configured, ``tenant`` may use
+        it and it is not the model that gives the refined answer anyway (no draft: the
+        refined answer comes without a preliminary)."""
         model = self._progressive.draft_model
         draft = (
-            self._catalogue.draft_call(call, model, self._progressive.draft_max_tokens)
+            self._catalogue.draft_call(call, tenant, model, self._progressive.draft_max_tokens)
             if model
             else None
         )
@@ -283,8 +293,10 @@ class ServingPipeline:
         if self._prefetcher is not None and self._prefetcher.was_prefetched(call, question):
             self.metrics.prefetch_used.inc()
 
-    async def _precompute(self, call: ProviderCall) -> None:
-        """Answer ``call`` into the caches, as if asked, without a client."""
+    async def _precompute(self, call: ProviderCall, tenant: Tenant) -> None:
+        """Answer ``call`` into the caches, as if ``tenant`` asked it, without a client."""
+        if not self._catalogue.permits(call, tenant):
+            return
         keys = self._tiers.keys(call)
         self._tasks.start(self._drain(recorded(self._infer(call), self._tiers.storer(keys))))
 
@@ -313,6 +325,7 @@ class _Answering:
     """One request being answered: what the steps after the decision need to know."""
 
     call: ProviderCall
+    tenant: Tenant
     request_id: str
     received_at: float
     trace_parent: Context | None

@@ -8,6 +8,9 @@ cluster B that followed A at least ``min_transitions`` times, with probability a
 is not cached already, and within a token bucket of ``requests_per_minute``. The answer is
 stored by the cache tiers as usual; when a later request is served from a prefetched entry,
 ``nearline_prefetch_used_total`` counts it.
+
+What is learnt is kept per ``Tenant`` — its name *and* its rights — so the traffic of one key
+only ever precomputes calls that key itself made (and the pipeline checks them again).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy.typing as npt
 from nearline.config import PrefetchSettings
 from nearline.core.provider import ProviderCall
 from nearline.gateway.serving.tiers import CacheTiers
+from nearline.gateway.tenancy import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ class Cluster:
 
 @dataclass(slots=True)
 class _Stream:
-    """One tenant's traffic to one model: its clusters and transitions."""
+    """One tenant's traffic to one model (for one set of rights): clusters and transitions."""
 
     clusters: list[Cluster] = field(default_factory=list)
     transitions: dict[int, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
@@ -70,7 +74,7 @@ class Prefetcher:
         settings: PrefetchSettings,
         embed: Embed,
         tiers: CacheTiers,
-        precompute: Callable[[ProviderCall], Awaitable[None]],
+        precompute: Callable[[ProviderCall, Tenant], Awaitable[None]],
         on_prefetch: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
@@ -78,26 +82,27 @@ class Prefetcher:
         self._tiers = tiers
         self._precompute = precompute
         self._on_prefetch = on_prefetch
-        self._streams: dict[tuple[str, str], _Stream] = defaultdict(_Stream)
+        self._streams: dict[tuple[Tenant, str], _Stream] = defaultdict(_Stream)
         self._bucket = TokenBucket(settings.requests_per_minute)
         self.prefetched: set[str] = set()  # questions answered ahead, by tenant/model/text
 
     def applies_to(self, call: ProviderCall) -> bool:
         return call.request.model in self._settings.models
 
-    async def observe(self, call: ProviderCall) -> None:
-        """Learn from one answered request, then prefetch its likely successors."""
+    async def observe(self, call: ProviderCall, tenant: Tenant) -> None:
+        """Learn from one request answered for ``tenant``, then prefetch its likely
+        successors (with ``tenant``'s rights)."""
         question = _question(call)
         if question is None or not self.applies_to(call):
             return
-        stream = self._streams[call.tenant, call.request.model]
+        stream = self._streams[tenant, call.request.model]
         cluster = await self._cluster_of(stream, call, question)
         now = time.monotonic()
         if stream.last_cluster is not None and now - stream.last_at <= self._settings.session_gap_s:
             stream.transitions[stream.last_cluster][cluster] += 1
         stream.last_cluster, stream.last_at = cluster, now
         for successor in self.likely_next(stream, cluster):
-            await self._maybe_prefetch(stream.clusters[successor].representative)
+            await self._maybe_prefetch(stream.clusters[successor].representative, tenant)
 
     def likely_next(self, stream: _Stream, cluster: int) -> list[int]:
         followers = stream.transitions.get(cluster)
@@ -132,7 +137,7 @@ class Prefetcher:
         stream.clusters.append(Cluster(vector, call))
         return len(stream.clusters) - 1
 
-    async def _maybe_prefetch(self, call: ProviderCall) -> None:
+    async def _maybe_prefetch(self, call: ProviderCall, tenant: Tenant) -> None:
         question = _question(call)
         if (
             question is None
@@ -142,7 +147,7 @@ class Prefetcher:
             return
         self.prefetched.add(_mark(call, question))
         self._on_prefetch()
-        await self._precompute(call)
+        await self._precompute(call, tenant)
 
 
 def _question(call: ProviderCall) -> str | None:

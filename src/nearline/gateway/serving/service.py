@@ -100,6 +100,7 @@ class ChatService:
                 progressive = progressive_header(headers.get(PROGRESSIVE_HEADER))
             answer = await self._pipeline.answer(
                 call,
+                tenant=tenant,
                 request_id=request_id,
                 client_directive=directive,
                 received_at=received_at,
