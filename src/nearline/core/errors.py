@@ -4,11 +4,18 @@ Every failure a client can see is one of these. Provider adapters translate thei
 library's exceptions into this tree at the boundary (see ``gateway/providers/openai_compat.py``),
 and one handler in ``core/http.py`` renders them as
 ``{"error": {"message", "type", "param", "code"}}``.
+
+Errors whose message carries internals (upstream names, hosts, ports, upstream bodies, an
+exception's text) have a ``public_message``: a tenant is told that and the request id, and
+the details are logged once, at warning, with the request id (``for_request``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, ClassVar
+
+log = logging.getLogger("nearline.errors")
 
 
 class ConfigError(Exception):
@@ -26,6 +33,10 @@ class NearlineError(Exception):
     status_code: int = 500
     error_type: str = "server_error"
     code: str | None = "internal_error"
+    public_message: ClassVar[str | None] = None
+    """What a tenant is told instead of ``message`` (None: the message is the client's to
+    read)."""
+    log_level: ClassVar[int] = logging.WARNING  # of the details' log line (ERROR: traceback)
 
     def __init__(
         self,
@@ -43,11 +54,37 @@ class NearlineError(Exception):
         self.retry_after_s = retry_after_s
         self.extra_headers: dict[str, str] = {}
         self.counted = False  # already counted in the error metrics
+        self.request_id: str | None = None
+
+    def for_request(self, request_id: str) -> None:
+        """Name the request this error answers (the first name sticks); an error with
+        internals logs them here, once, with the request id."""
+        if self.request_id is not None:
+            return
+        self.request_id = request_id
+        if self.public_message is not None:
+            log.log(
+                self.log_level,
+                "request %s failed: %s: %s",
+                request_id,
+                type(self).__name__,
+                self.message,
+                exc_info=self.__cause__ if self.log_level >= logging.ERROR else None,
+            )
+
+    @property
+    def client_message(self) -> str:
+        """The message a tenant sees: no internals; the request id where it helps."""
+        if self.public_message is None:
+            return self.message
+        if self.request_id is None:
+            return self.public_message
+        return f"{self.public_message} (request id {self.request_id})"
 
     def body(self) -> dict[str, Any]:
         return {
             "error": {
-                "message": self.message,
+                "message": self.client_message,
                 "type": self.error_type,
                 "param": self.param,
                 "code": self.code,
@@ -58,6 +95,14 @@ class NearlineError(Exception):
         if self.retry_after_s is None:
             return dict(self.extra_headers)
         return {"Retry-After": str(max(1, round(self.retry_after_s))), **self.extra_headers}
+
+
+class InternalError(NearlineError):
+    """A bug, not the client's fault: the tenant sees "internal error" and the request id,
+    the log the traceback."""
+
+    public_message = "internal error"
+    log_level = logging.ERROR
 
 
 class InvalidRequest(NearlineError):

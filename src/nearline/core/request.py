@@ -3,15 +3,20 @@
 Shapes follow OpenAI's Chat Completions API. Fields nearline does not implement are
 rejected with a 400 that names the field, rather than silently ignored: a client that asks
 for ``n=3`` or ``logit_bias`` must learn it did not get it.
+
+The body is bounded before it is validated (:func:`check_bounds`): nesting depth, array
+lengths, string lengths and total size. Whatever parses can then be serialised again (the
+cache keys, the upstream payload) without reaching a JSON writer's limits.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nearline.core.errors import UnsupportedParameter
+from nearline.core.errors import InvalidRequest, UnsupportedParameter
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -34,6 +39,80 @@ ANSWER_CHANGING_FIELDS = frozenset(
 includes them; the stream flag, ``stream_options``, ``user`` and nearline's options not."""
 
 
+MAX_DEPTH = 64
+"""Containers (objects, arrays) nested in a body, the body itself included: JSON schemas in
+``tools`` and ``response_format`` stay far below it; orjson refuses to write past 255."""
+MAX_ITEMS = 4096  # elements of any one array (messages included), members of any one object
+MAX_TOOLS = 128  # OpenAI's own limit
+MAX_VALUES = 100_000  # JSON values in a whole body
+MAX_CHARS = 16_000_000  # characters of every string and key in a body, together
+MAX_NAME_CHARS = 256  # model, message name, user
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson writes
+_PATH_SHOWN = 8  # path segments an error message shows
+
+
+def check_bounds(body: dict[str, Any]) -> None:
+    """Refuse ``body`` (a decoded JSON object) if it is too deep, too long or too large.
+
+    Iterative, so it cannot itself hit Python's recursion limit. Raises ``InvalidRequest``
+    whose ``param`` is the top-level field at fault and whose message names the path.
+    """
+    stack: list[tuple[object, int, tuple[str | int, ...]]] = [(body, 1, ())]
+    values = 0
+    chars = 0
+    while stack:
+        value, depth, path = stack.pop()
+        values += 1
+        if values > MAX_VALUES:
+            raise _bound_error(
+                path, f"the body holds more than {MAX_VALUES} JSON values (at {{where}})"
+            )
+        if isinstance(value, str):
+            chars += len(value)
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise _bound_error(
+                    path, f"{{where}} is nested too deeply (over {MAX_DEPTH} levels)"
+                )
+            limit = MAX_TOOLS if path == ("tools",) else MAX_ITEMS
+            if len(value) > limit:
+                raise _bound_error(path, f"{{where}} has more than {limit} items")
+            if isinstance(value, list):
+                stack.extend((item, depth + 1, (*path, i)) for i, item in enumerate(value))
+            else:
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise _bound_error(path, "{where} has a key that is not a string")
+                    chars += len(key)
+                    stack.append((item, depth + 1, (*path, key)))
+        elif isinstance(value, bool) or value is None:
+            pass
+        elif isinstance(value, int):
+            if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+                raise _bound_error(path, "{where} is an integer outside the 64-bit range")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise _bound_error(path, "{where} is not a finite number")
+        else:
+            raise _bound_error(path, "{where} is not a JSON value")
+        if chars > MAX_CHARS:
+            raise _bound_error(
+                path, f"the body holds more than {MAX_CHARS} characters (at {{where}})"
+            )
+
+
+def _bound_error(path: tuple[str | int, ...], problem: str) -> InvalidRequest:
+    """``problem`` says what is wrong with ``{where}``, the path shown (shortened)."""
+    where = ".".join(str(part) for part in path[:_PATH_SHOWN]) or "the body"
+    if len(path) > _PATH_SHOWN:
+        where += ".…"
+    return InvalidRequest(
+        problem.format(where=where),
+        param=str(path[0]) if path else None,
+        code="request_too_complex",
+    )
+
+
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["text"]
@@ -44,7 +123,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
     content: str | list[TextPart] | None = None
-    name: str | None = None
+    name: Annotated[str, Field(max_length=MAX_NAME_CHARS)] | None = None
 
     @property
     def text(self) -> str:
@@ -72,7 +151,7 @@ class NearlineOptions(BaseModel):
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -85,12 +164,19 @@ class ChatRequest(BaseModel):
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     n: int | None = None
-    user: str | None = None
+    user: Annotated[str, Field(max_length=MAX_NAME_CHARS)] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
     nearline: NearlineOptions = Field(default_factory=NearlineOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            check_bounds(data)
+        return data
 
     @model_validator(mode="after")
     def _reject_unsupported(self) -> ChatRequest:

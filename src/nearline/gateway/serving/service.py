@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from nearline.core.errors import NearlineError
+from nearline.core.http import internal_error
 from nearline.core.request import ChatRequest
 from nearline.gateway.cache import policy
 from nearline.gateway.serving.catalogue import Catalogue
@@ -107,13 +108,21 @@ class ChatService:
                 trace_parent=parent,
                 progressive=progressive,
             )
-        except BaseException as error:
-            if isinstance(error, NearlineError):
-                error.extra_headers.update(
-                    {TRACE_HEADER: trace_id_hex(root), REQUEST_ID_HEADER: request_id}
-                )
-            if isinstance(error, Exception):
-                self._observer.failed(root, error)
+        except NearlineError as error:
+            error.for_request(request_id)  # internals are logged here, with the id
+            error.extra_headers.update(
+                {TRACE_HEADER: trace_id_hex(root), REQUEST_ID_HEADER: request_id}
+            )
+            self._observer.failed(root, error)
+            root.end()
+            raise
+        except Exception as exc:  # a bug: a 500 that names the request, traceback logged
+            self._observer.failed(root, exc)
+            root.end()
+            internal = internal_error(exc, request_id)
+            internal.extra_headers[TRACE_HEADER] = trace_id_hex(root)
+            raise internal from exc
+        except BaseException:
             root.end()
             raise
         root.set_attribute("nearline.source", answer.source)
