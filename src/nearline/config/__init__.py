@@ -46,6 +46,9 @@ class ApiKey(_Strict):
 class AuthSettings(_Strict):
     keys: list[ApiKey] = Field(default_factory=list)
     admin_keys: list[str] = Field(default_factory=list)  # SHA-256 digests; /admin/* calls
+    # SHA-256 digests of keys that may read /metrics and /dashboard/data (admin keys may too)
+    metrics_keys: list[str] = Field(default_factory=list)
+    public_metrics: bool = False  # serve /metrics and /dashboard/data to anyone, auth or not
     allow_anonymous_on_public_bind: bool = False
 
 

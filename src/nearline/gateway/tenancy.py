@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from nearline.config import AuthSettings, hash_api_key
+from nearline.config import AuthSettings, Settings, hash_api_key, is_loopback
 from nearline.core.errors import AuthenticationFailed
 
 ANONYMOUS_TENANT = "local"
@@ -52,3 +53,25 @@ class KeyRing:
         if tenant is None:
             raise AuthenticationFailed("invalid API key")
         return tenant
+
+
+def admin_required(settings: Settings) -> bool:
+    """Admin calls need an admin key: when admin keys or tenant keys are configured, or the
+    bind is not loopback (open only with auth off on loopback)."""
+    return bool(
+        settings.auth.admin_keys or settings.auth.keys or not is_loopback(settings.server.host)
+    )
+
+
+def metrics_protected(settings: Settings) -> bool:
+    """``/metrics`` and the dashboard's data need a metrics or admin key: whenever admin
+    calls need one or metrics keys are configured, unless ``auth.public_metrics``."""
+    if settings.auth.public_metrics:
+        return False
+    return admin_required(settings) or bool(settings.auth.metrics_keys)
+
+
+def holds_key(authorization: str | None, digests: Iterable[str]) -> bool:
+    """The ``Authorization`` header presents a key whose SHA-256 digest is in ``digests``."""
+    key = bearer_key(authorization)
+    return key is not None and hash_api_key(key) in set(digests)

@@ -358,9 +358,15 @@ function drawTiles(data) {
 
 const status = document.getElementById("status");
 
+// With auth on, the figures need a metrics or admin key: open /dashboard#key=sk-… (the
+// fragment never leaves the browser).
+const dashboardKey = new URLSearchParams(window.location.hash.slice(1)).get("key");
+const dataHeaders = dashboardKey ? { Authorization: `Bearer ${dashboardKey}` } : {};
+
 async function refresh() {
   try {
-    const response = await fetch("dashboard/data", { cache: "no-store" });
+    const response = await fetch("dashboard/data", { cache: "no-store", headers: dataHeaders });
+    if (response.status === 401) throw new Error("needs a metrics key: open /dashboard#key=…");
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const data = await response.json();
     for (const draw of [drawTiles, drawHistogram, drawBands, drawLive, drawCache, drawSavings, drawEndings, drawWorkers]) {

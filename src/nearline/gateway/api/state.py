@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opentelemetry.trace import Tracer
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from nearline.config import Settings
 from nearline.core.provider import Provider
@@ -28,7 +28,7 @@ class AppState:
     request_log: RequestLog | None = None
 
 
-def app_state(request: Request) -> AppState:
+def app_state(request: HTTPConnection) -> AppState:
     state = request.app.state.nearline
     assert isinstance(state, AppState)
     return state

@@ -1,11 +1,16 @@
 """The live dashboard: ``GET /dashboard`` (the page, ``static/dashboard.*``) and
-``GET /dashboard/data`` (its figures, polled every second; see ``nearline.insights.dashboard``)."""
+``GET /dashboard/data`` (its figures, polled every second; see ``nearline.insights.dashboard``).
+
+The page is static HTML and says nothing; its data needs a metrics or admin key whenever
+``/metrics`` does (``gateway/api/access.py``): the page sends the key given in its URL
+fragment (``/dashboard#key=…``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from nearline.gateway.api.access import require_metrics_reader
 from nearline.gateway.api.pages import STATIC_DIR
 from nearline.gateway.api.state import app_state
 from nearline.insights.dashboard.snapshot import dashboard_data
@@ -26,6 +31,7 @@ async def dashboard_page() -> Response:
 
 @router.get("/dashboard/data")
 async def dashboard_figures(request: Request) -> Response:
+    require_metrics_reader(request)
     state = app_state(request)
     workers = await _worker_lag_reader(request).read()
     return JSONResponse(
