@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nearline.embed import Embedder, EmbeddingBatcher, Vectors
+from nearline.testing import eventually_async
 
 
 class RecordingEmbedder:
@@ -113,7 +114,7 @@ async def test_calls_arriving_while_a_batch_runs_join_the_next_one() -> None:
     batcher = EmbeddingBatcher(model, max_wait_s=0.0)
 
     first = asyncio.create_task(batcher.embed("first"))
-    await asyncio.sleep(0.02)  # the first batch is now inside the model
+    await eventually_async(lambda: model.calls == [["first"]], 5)  # inside the model now
     later = await asyncio.gather(*(batcher.embed(f"later {i}") for i in range(5)))
     await first
 

@@ -148,7 +148,7 @@ async def test_a_dead_deployment_is_taken_out_and_probed_back_when_it_returns():
 
         healthy_again = create_mock_app(MockBehaviour(ttft_s=0.01, tokens_per_s=2000))
         with serve_in_thread(healthy_again, port):  # the same address comes back
-            await asyncio.sleep(cooldown)
+            await asyncio.sleep(cooldown)  # the behaviour under test: the cooldown runs out
             await ask()  # the probe
             await ask()
         assert counters.answers[("main", "flappy")] == 2
