@@ -212,3 +212,30 @@ async def test_the_worker_answers_a_bad_push_request_in_openai_error_shape(
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
     assert set(wrong_method.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("broker_kind", ["memory", "redis"], indirect=True)
+@pytest.mark.parametrize("where", ["header", "query"])
+async def test_a_garbage_last_event_id_is_a_400_in_openai_error_shape(
+    broker: Broker, prefix: str, where: str
+) -> None:
+    from nearline.core.http import install_error_handlers
+
+    stream = f"{prefix}-results"
+    await publish(broker, stream, ["k"])
+    app = FastAPI()
+    install_error_handlers(app)  # as the worker's HTTP face does
+    app.include_router(create_push_router(broker, [stream], heartbeat_s=0.5))
+    url = f"/v1/streams/{stream}/events"
+    headers = {"Last-Event-ID": "garbage"} if where == "header" else {}
+    params = {"last_event_id": "garbage"} if where == "query" else {}
+
+    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+        response = await client.get(url, headers=headers, params=params)
+        resumed = await sse_events(client, f"{base}{url}?last_event_id=0", 1)  # still fine
+
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert "garbage" in response.json()["error"]["message"]
+    assert len(resumed) == 1

@@ -8,13 +8,15 @@
 * ``WS /v1/streams/{stream}/ws?key=K&last_event_id=ID`` — one JSON text message per entry,
   ``{"id": ..., "data": {...}}``.
 
-Only the streams listed are served. A client that goes away stops its tail of the stream.
+Only the streams listed are served. A client that goes away stops its tail of the stream. A
+``Last-Event-ID`` that is not an entry id is refused: 400 (``InvalidRequest``), close code 4400.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Collection
 from typing import Annotated
 
@@ -22,9 +24,23 @@ import orjson
 from fastapi import APIRouter, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
 from starlette.responses import StreamingResponse
 
+from nearline.core.errors import InvalidRequest
 from nearline.worker.broker import Broker, Entry
 
 _HEARTBEAT = b": keep-alive\n\n"
+_ENTRY_ID = re.compile(r"\d{1,15}(-\d{1,19})?")  # "<ms>-<seq>", "<ms>" or "0"
+
+
+def resume_point(last_event_id: str | None) -> str | None:
+    """The entry id to resume after, checked: a garbage id is the client's error (400), not an
+    aborted stream the client would reconnect to forever."""
+    if last_event_id is None or _ENTRY_ID.fullmatch(last_event_id) is not None:
+        return last_event_id
+    raise InvalidRequest(
+        f"Last-Event-ID {last_event_id[:80]!r} is not an entry id: expected '<ms>-<seq>' "
+        "(an event's id), or '0' to replay the stream",
+        param="last_event_id",
+    )
 
 
 def sse_event(entry: Entry) -> bytes:
@@ -116,7 +132,7 @@ def create_push_router(
         last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     ) -> StreamingResponse:
         check(stream)
-        after = last_event_id_header or last_event_id
+        after = resume_point(last_event_id_header or last_event_id)
 
         async def frames() -> AsyncIterator[bytes]:
             yield b"retry: 1000\n\n"
@@ -146,6 +162,11 @@ def create_push_router(
     ) -> None:
         if streams is not None and stream not in streams:
             await websocket.close(code=4404, reason="unknown stream")
+            return
+        try:
+            last_event_id = resume_point(last_event_id)
+        except InvalidRequest:
+            await websocket.close(code=4400, reason="last_event_id is not an entry id")
             return
         await websocket.accept()
 
