@@ -1,5 +1,5 @@
-"""Entries are only comparable inside one partition: tenant, model, system prompt,
-answer-changing parameters and the conversation so far."""
+"""Entries are only comparable inside one partition: tenant, model, answer-changing
+parameters and the conversation so far (system and developer prompts included)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,12 @@ def standalone(tenant: str = "acme", model: str = "m1", **params: object) -> str
             lambda: standalone(response_format={"type": "json_object"}), id="cross-format"
         ),
         pytest.param(
-            lambda: partition_key("acme", "m1", system_prompt="Answer in French."),
+            lambda: partition_key(
+                "acme",
+                "m1",
+                context=[Turn("system", "Answer in French.")],
+                question=Turn("user", QUESTION),
+            ),
             id="cross-system-prompt",
         ),
     ],
@@ -74,7 +79,7 @@ def test_parameters_that_do_not_change_the_answer_share_a_partition() -> None:
     assert standalone(temperature=None) == standalone()
 
 
-def test_semantic_key_splits_system_prompt_context_and_query() -> None:
+def test_semantic_key_splits_context_and_query() -> None:
     messages = [
         Turn("system", "Be brief."),
         Turn("user", QUESTION),
@@ -86,9 +91,7 @@ def test_semantic_key_splits_system_prompt_context_and_query() -> None:
 
     assert key is not None
     assert key.query == "And its population?"
-    assert key.partition == partition_key(
-        "acme", "m1", system_prompt="Be brief.", context=messages[1:3]
-    )
+    assert key.partition == partition_key("acme", "m1", context=messages[:3], question=messages[3])
     assert parse_partition(key.partition).tenant == "acme"
 
 

@@ -12,6 +12,7 @@ cache keys, the upstream payload) without reaching a JSON writer's limits.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -36,7 +37,28 @@ ANSWER_CHANGING_FIELDS = frozenset(
     }
 )
 """Request fields, besides model and messages, that change the answer: every cache key
-includes them; the stream flag, ``stream_options``, ``user`` and nearline's options not."""
+includes them; the stream flag, ``stream_options``, ``user`` and nearline's options not.
+What of the messages changes the answer is :meth:`ChatRequest.turns`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message as it changes the answer: its role as sent (``developer`` is not
+    ``system``), its ``name``, and its content with its boundaries (``parts``: the text parts
+    when the content was a list; ``text`` is what they say together)."""
+
+    role: str
+    text: str
+    name: str | None = None
+    parts: tuple[str, ...] | None = None
+
+    def identity(self, *, with_text: bool = True) -> list[Any]:
+        """What a cache key hashes of this message (``with_text=False``: all but what it
+        says, for the question the semantic tier embeds)."""
+        content: Any = None
+        if with_text:
+            content = self.text if self.parts is None else list(self.parts)
+        return [self.role, self.name, content]
 
 
 MAX_DEPTH = 64
@@ -133,6 +155,10 @@ class Message(BaseModel):
             return self.content
         return "".join(part.text for part in self.content)
 
+    def turn(self) -> Turn:
+        parts = None if not isinstance(self.content, list) else tuple(p.text for p in self.content)
+        return Turn(self.role, self.text, self.name, parts)
+
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -191,6 +217,11 @@ class ChatRequest(BaseModel):
                 "only response_format {'type': 'text'} is supported", param="response_format"
             )
         return self
+
+    def turns(self) -> list[Turn]:
+        """The messages as they change the answer: the one definition both cache tiers key
+        on (every message kept apart, roles as sent, names, content part boundaries)."""
+        return [message.turn() for message in self.messages]
 
     def answer_changing_params(self) -> dict[str, Any]:
         """The set :data:`ANSWER_CHANGING_FIELDS`, as sent (unset ones left out)."""

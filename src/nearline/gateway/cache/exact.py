@@ -1,10 +1,11 @@
 """The exact tier: the same answer-changing request, from the same tenant, gets the same answer.
 
 The key is a SHA-256 of every request field that changes the answer — tenant, resolved
-model, all messages including the system prompt, tools, sampling parameters, response
-format — and none that don't (the stream flag, ``stream_options``, ``user``, nearline's
-own options). Entries are served fresh for ``ttl_s``; for ``stale_while_revalidate_s``
-after that a stale entry is still served at once while one background refresh replaces it.
+model, every message as ``ChatRequest.turns`` defines it (role as sent, name, content and
+its boundaries), tools, sampling parameters, response format — and none that don't (the
+stream flag, ``stream_options``, ``user``, nearline's own options). Entries are served
+fresh for ``ttl_s``; for ``stale_while_revalidate_s`` after that a stale entry is still
+served at once while one background refresh replaces it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def exact_key(call: ProviderCall, provider: str) -> EntryKey:
         "model": request.model,
         "provider": provider,
         "upstream_model": call.upstream_model,
-        "messages": [[m.role, m.name, m.text] for m in request.messages],
+        "messages": [turn.identity() for turn in request.turns()],
         "params": request.answer_changing_params(),
     }
     digest = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -1,11 +1,16 @@
 """Which semantic-cache entries may answer a query: the partition key.
 
 Two questions are only comparable when everything else that shapes the answer is equal: the
-tenant (never serve another tenant's answer), the model, the system prompt, the sampling and
-format parameters that change the answer, and the conversation so far. The last point is what
-keeps a follow-up such as "and its population?" — whose meaning lives in the earlier turns —
-from matching a standalone question: a conversation's prior turns are part of its key, so a
-follow-up can only match the same follow-up asked after the same conversation.
+tenant (never serve another tenant's answer), the model, the sampling and format parameters
+that change the answer, and the conversation so far, system and developer prompts included.
+The conversation counts as the exact tier counts it (``ChatRequest.turns``, the one
+definition): every message apart, its role as sent, its ``name``, its content with its part
+boundaries. Of the question itself only the text is left out — it is what is embedded and
+compared — while its role and ``name`` count (alice's "What is my name?" is not bob's).
+
+Prior turns being part of the key is what keeps a follow-up such as "and its population?" —
+whose meaning lives in the earlier turns — from matching a standalone question: a follow-up
+can only match the same follow-up asked after the same conversation.
 
 The key is readable at the front (tenant and model, for purges) and a digest behind.
 """
@@ -20,17 +25,17 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-from nearline.core.request import ANSWER_CHANGING_FIELDS
+from nearline.core.request import ANSWER_CHANGING_FIELDS, Turn
 
-_SYSTEM_ROLES = frozenset({"system", "developer"})
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One chat message, reduced to what the cache needs."""
-
-    role: str
-    text: str
+__all__ = [
+    "PartitionParts",
+    "SemanticKey",
+    "Turn",
+    "parse_partition",
+    "partition_key",
+    "semantic_key",
+    "tenant_prefix",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +57,16 @@ def partition_key(
     tenant: str,
     model: str,
     *,
-    system_prompt: str = "",
     context: Sequence[Turn] = (),
+    question: Turn | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> str:
-    """The partition for a query asked by ``tenant`` of ``model`` after ``context``.
+    """The partition for ``question`` asked by ``tenant`` of ``model`` after ``context``
+    (every earlier message, system and developer ones included).
 
-    ``params`` may hold the whole request body's parameters: only
-    :data:`ANSWER_CHANGING_FIELDS` with a value other than ``None`` count.
+    ``question``'s role and name count, its text does not. ``params`` may hold the whole
+    request body's parameters: only :data:`ANSWER_CHANGING_FIELDS` with a value other than
+    ``None`` count.
     """
     kept = {
         name: value
@@ -67,8 +74,8 @@ def partition_key(
         if name in ANSWER_CHANGING_FIELDS and value is not None
     }
     canonical = {
-        "system": system_prompt,
-        "context": [[turn.role, turn.text] for turn in context],
+        "context": [turn.identity() for turn in context],
+        "question": None if question is None else question.identity(with_text=False),
         "params": kept,
     }
     digest = hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -87,28 +94,17 @@ def semantic_key(
     messages: Sequence[Turn],
     params: Mapping[str, Any] | None = None,
 ) -> SemanticKey | None:
-    """The partition and the text to embed for a chat request, or ``None`` if it has none.
+    """The partition and the text to embed for a chat request (``ChatRequest.turns()``),
+    or ``None`` if it has none.
 
-    The query is the last message, which must come from the user. System (and developer)
-    messages at the start form the system prompt; every other earlier message is context.
-    Returns ``None`` when the last message is not a non-empty user message (for example a
-    tool result), which the semantic tier does not serve.
+    The query is the last message, which must come from the user; every earlier message is
+    context. Returns ``None`` when the last message is not a non-empty user message (for
+    example a tool result), which the semantic tier does not serve.
     """
     if not messages or messages[-1].role != "user" or not messages[-1].text.strip():
         return None
     *earlier, last = messages
-    leading_system: list[str] = []
-    position = 0
-    while position < len(earlier) and earlier[position].role in _SYSTEM_ROLES:
-        leading_system.append(earlier[position].text)
-        position += 1
-    partition = partition_key(
-        tenant,
-        model,
-        system_prompt="\n\n".join(leading_system),
-        context=earlier[position:],
-        params=params,
-    )
+    partition = partition_key(tenant, model, context=earlier, question=last, params=params)
     return SemanticKey(partition=partition, query=last.text)
 
 

@@ -2,7 +2,9 @@
 
 A request's keys are computed once (``keys``) and handed to every step that needs them:
 the lookups, the storer that records a completed answer into both tiers, and ``is_cached``
-(the prefetcher's question). Either tier may be off; its key is then ``None``.
+(the prefetcher's question). Either tier may be off; its key is then ``None``. Both keys
+come from one definition of what changes the answer: ``ChatRequest.turns()`` and
+``ChatRequest.answer_changing_params()``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from nearline.core.provider import ProviderCall
 from nearline.gateway.cache.exact import ExactCache, ExactHit, exact_key
 from nearline.gateway.cache.exact_store import EntryKey
-from nearline.gateway.cache.partition import SemanticKey, Turn, semantic_key
+from nearline.gateway.cache.partition import SemanticKey, semantic_key
 from nearline.gateway.cache.recording import RecordedAnswer
 from nearline.gateway.cache.semantic import SemanticCache, SemanticMatch
 
@@ -70,8 +72,9 @@ class CacheTiers:
         if self._semantic is None:
             return None
         request = call.request
-        turns = [Turn(m.role, m.text) for m in request.messages]
-        key = semantic_key(call.tenant, request.model, turns, request.answer_changing_params())
+        key = semantic_key(
+            call.tenant, request.model, request.turns(), request.answer_changing_params()
+        )
         if key is None:
             return None
         return SemanticKey(f"{key.partition}|{provider}", key.query)
