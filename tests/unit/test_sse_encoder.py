@@ -101,7 +101,7 @@ def test_an_error_after_the_start_is_an_openai_error_frame_then_done():
     body = chunks(data)
     assert body[-1] == {
         "error": {
-            "message": "the upstream hung up",
+            "message": "the upstream model failed",  # the details are the log's (issue 13)
             "type": "server_error",
             "param": None,
             "code": "upstream_error",

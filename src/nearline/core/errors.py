@@ -159,12 +159,14 @@ class NotCached(NearlineError):
 class UpstreamRateLimited(NearlineError):
     """The upstream said 429; passed on with its Retry-After."""
 
+    public_message = "the upstream model is rate limited; retry later"
     status_code = 429
     error_type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
 
 class UpstreamTimeout(NearlineError):
+    public_message = "the upstream model timed out"
     status_code = 504
     error_type = "server_error"
     code = "upstream_timeout"
@@ -173,6 +175,7 @@ class UpstreamTimeout(NearlineError):
 class UpstreamError(NearlineError):
     """The upstream failed: 5xx, reset, refused or a malformed reply (502)."""
 
+    public_message = "the upstream model failed"
     status_code = 502
     error_type = "server_error"
     code = "upstream_error"
@@ -181,6 +184,7 @@ class UpstreamError(NearlineError):
 class UpstreamRejected(NearlineError):
     """The upstream refused the request as invalid (its 4xx, passed on as 400)."""
 
+    public_message = "the upstream model rejected the request"
     status_code = 400
     error_type = "invalid_request_error"
     code = "upstream_rejected"

@@ -107,8 +107,8 @@ def check_bounds(body: dict[str, Any]) -> None:
                         raise _bound_error(path, "{where} has a key that is not a string")
                     chars += len(key)
                     stack.append((item, depth + 1, (*path, key)))
-        elif isinstance(value, bool) or value is None:
-            pass
+        elif isinstance(value, bool | BaseModel) or value is None:
+            pass  # a model instance was validated when it was built (a derived request)
         elif isinstance(value, int):
             if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
                 raise _bound_error(path, "{where} is an integer outside the 64-bit range")

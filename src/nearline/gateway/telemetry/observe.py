@@ -136,11 +136,14 @@ async def observed(
     received_at: float,
     price: Price | None,
     on_end: Callable[[AnswerOutcome], None] | None = None,
+    request_id: str | None = None,
 ) -> AsyncGenerator[Event, None]:
     observation = _Observation(metrics, model, source, received_at, price)
     try:
         async for event in events:
             observation.see(event, time.perf_counter())
+            if isinstance(event, ErrorEvent) and request_id is not None:
+                event.error.for_request(request_id)  # its details are logged with the id
             yield event
     finally:
         outcome = observation.finish()
@@ -245,6 +248,7 @@ class AnswerObserver:
             received_at=received_at,
             price=price,
             on_end=ended,
+            request_id=request_id,
         )
 
     def record(
