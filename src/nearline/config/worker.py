@@ -6,6 +6,7 @@ Example (YAML)::
     worker:
       broker: redis
       stream_max_len: 100000
+      results_max_len: 100000
       pipelines:
         - name: fraud
           source: transactions
@@ -54,8 +55,13 @@ class WorkerSettings(_Strict):
     rabbitmq_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", pattern=r"^amqps?://")
     consumer_name: str | None = None  # default: <hostname>-<pid>
     reclaim_idle_ms: int = Field(default=30_000, ge=10)
-    stream_max_len: int | None = Field(default=None, ge=1)  # bound on every stream
+    # bound on every stream a producer writes (not the worker's results and dead letters)
+    stream_max_len: int | None = Field(default=None, ge=1)
     stream_bounds: dict[str, int] = Field(default_factory=dict)  # per-stream bounds
+    # retention of results streams (and the length of dead-letter streams): the oldest are
+    # trimmed, never refused; dedupe keys of results expire after results_max_age_s
+    results_max_len: int | None = Field(default=100_000, ge=1)
+    results_max_age_s: int | None = Field(default=3600, ge=1)
     # after SIGTERM/SIGINT, how long batches in hand may take before they are abandoned
     shutdown_grace_ms: int = Field(default=10_000, ge=0)
     # a full results or dead-letter stream: wait this long, then give the batch back

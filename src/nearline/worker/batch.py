@@ -34,7 +34,7 @@ class Outcome:
     result_sources: list[Entry] = field(default_factory=list)  # the entry of each result
     dead: list[Message] = field(default_factory=list)
     retry: list[str] = field(default_factory=list)
-    latency_entries: list[Entry] = field(default_factory=list)
+    handled: list[Entry] = field(default_factory=list)  # done by the handler (counted once written)
 
 
 async def handle_batch(
@@ -178,7 +178,6 @@ def accept(
     outcome: Outcome,
     metrics: WorkerMetrics,
 ) -> None:
-    processed = 0
     for entry, result in zip(entries, results, strict=True):
         if result is not None:
             invalid = _invalid(result)
@@ -190,9 +189,7 @@ def accept(
             )
             outcome.result_sources.append(entry)
         outcome.done.append(entry.id)
-        outcome.latency_entries.append(entry)
-        processed += 1
-    metrics.events.labels(pipeline.name, "processed").inc(processed)
+        outcome.handled.append(entry)
 
 
 def dead_letter(pipeline: Pipeline, entry: Entry, error: str) -> Message:

@@ -80,15 +80,49 @@ class GroupInfo:
     pending: int
 
 
+DEFAULT_DEDUPE_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much of a stream is kept: the oldest entries past ``max_len``, or older than
+    ``max_age_s``, are dropped as new ones are written. A retained stream never refuses a
+    publish, and its dedupe keys expire after ``max_age_s``. For streams nobody must read
+    completely (a worker's results, read by push subscribers); Redis trims approximately
+    (whole nodes of ~100 entries)."""
+
+    max_len: int | None = None
+    max_age_s: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class StreamBound:
-    """Per-stream length bounds; a publish that would pass one raises ``StreamFull``."""
+    """Per-stream length bounds and retention.
+
+    A publish that would pass a bound raises ``StreamFull``. ``default`` bounds every stream
+    that is not ``retained`` and has no bound of its own in ``per_stream``; a ``retained``
+    stream is trimmed instead (``Retention``). Dedupe keys live ``dedupe_ttl_s``, those of a
+    retained stream with a ``max_age_s`` as long as its entries.
+    """
 
     default: int | None = None
     per_stream: Mapping[str, int] = field(default_factory=dict)
+    retained: Mapping[str, Retention] = field(default_factory=dict)
+    dedupe_ttl_s: int = DEFAULT_DEDUPE_TTL_S
 
     def for_stream(self, stream: str) -> int | None:
-        return self.per_stream.get(stream, self.default)
+        if stream in self.per_stream:
+            return self.per_stream[stream]
+        return None if stream in self.retained else self.default
+
+    def retention(self, stream: str) -> Retention | None:
+        return self.retained.get(stream)
+
+    def dedupe_ttl(self, stream: str) -> int:
+        retention = self.retained.get(stream)
+        if retention is not None and retention.max_age_s is not None:
+            return retention.max_age_s
+        return self.dedupe_ttl_s
 
 
 class BrokerError(Exception):

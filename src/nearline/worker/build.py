@@ -5,14 +5,28 @@ from __future__ import annotations
 from nearline.config import Settings
 from nearline.config.worker import PipelineSettings, WorkerSettings
 from nearline.core.errors import ConfigError
-from nearline.worker.broker import Broker, StreamBound
+from nearline.worker.broker import Broker, Retention, StreamBound
 from nearline.worker.handlers import HandlerNotFound, HandlerRegistry, default_registry
 from nearline.worker.memory import MemoryBroker
 from nearline.worker.pipeline import EntryFilter, Handler, Pipeline
 
 
 def stream_bound(worker: WorkerSettings) -> StreamBound:
-    return StreamBound(default=worker.stream_max_len, per_stream=dict(worker.stream_bounds))
+    """Producers' streams are bounded (``StreamFull``); the worker's own output is retained
+    (trimmed, never refused), unless a pipeline reads it: then it is a source like any other."""
+    sources = {pipeline.source for pipeline in worker.pipelines}
+    results = Retention(max_len=worker.results_max_len, max_age_s=worker.results_max_age_s)
+    dead_letters = Retention(max_len=worker.results_max_len)
+    retained: dict[str, Retention] = {}
+    for pipeline in worker.pipelines:
+        if pipeline.results is not None and pipeline.results not in sources:
+            retained[pipeline.results] = results
+        dead = pipeline.dead_letter or f"{pipeline.source}:dead"
+        if dead not in sources:
+            retained[dead] = dead_letters
+    return StreamBound(
+        default=worker.stream_max_len, per_stream=dict(worker.stream_bounds), retained=retained
+    )
 
 
 async def open_broker(settings: Settings, kind: str | None = None) -> Broker:

@@ -23,10 +23,12 @@ from nearline.worker.broker import (
     EntryIds,
     GroupInfo,
     Message,
+    Retention,
     StreamBound,
     StreamFull,
     decode_payload,
     entry_id_key,
+    entry_id_ms,
 )
 
 
@@ -50,7 +52,7 @@ class _Stream:
     payloads: list[bytes] = field(default_factory=list)
     base: int = 0  # absolute index of ids[0]; grows when acknowledged entries are trimmed
     groups: dict[str, _Group] = field(default_factory=dict)
-    dedupe: dict[str, str] = field(default_factory=dict)
+    dedupe: dict[str, tuple[str, float]] = field(default_factory=dict)  # id, expiry (monotonic)
     new_ids: EntryIds = field(default_factory=EntryIds)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -71,6 +73,40 @@ class _Stream:
         self.changed.set()
         self.changed = asyncio.Event()
 
+    def known(self, key: str, now: float) -> str | None:
+        found = self.dedupe.get(key)
+        return found[0] if found is not None and found[1] > now else None
+
+    def expire_dedupe(self, now: float) -> None:
+        """Forget expired keys (kept in the order they expire: one TTL per stream)."""
+        while self.dedupe:
+            oldest = next(iter(self.dedupe))
+            if self.dedupe[oldest][1] > now:
+                return
+            del self.dedupe[oldest]
+
+    def drop_front(self, count: int) -> None:
+        """Drop the ``count`` oldest entries; groups skip them, as on Redis."""
+        if count <= 0:
+            return
+        del self.ids[:count]
+        del self.payloads[:count]
+        self.base += count
+        for group in self.groups.values():
+            group.next_index = max(group.next_index, self.base)
+            gone = [i for i, pending in group.pending.items() if pending.index < self.base]
+            for entry_id in gone:
+                del group.pending[entry_id]
+
+    def trim_to(self, retention: Retention) -> None:
+        drop = 0
+        if retention.max_len is not None:
+            drop = len(self.ids) - retention.max_len
+        if retention.max_age_s is not None:
+            cutoff_ms = time.time() * 1000 - retention.max_age_s * 1000
+            drop = max(drop, bisect.bisect_left(self.ids, cutoff_ms, key=entry_id_ms))
+        self.drop_front(drop)
+
 
 class MemoryBroker:
     """Streams in this process's memory. Bounds as in ``StreamBound``."""
@@ -87,23 +123,33 @@ class MemoryBroker:
 
     async def publish(self, stream: str, messages: Sequence[Message]) -> list[str]:
         log = self._stream(stream)
-        fresh = [m for m in messages if m.dedupe_key is None or m.dedupe_key not in log.dedupe]
+        now = time.monotonic()
+        log.expire_dedupe(now)
+        fresh = [
+            m for m in messages if m.dedupe_key is None or log.known(m.dedupe_key, now) is None
+        ]
         bound = self._bound.for_stream(stream)
         if bound is not None and fresh and len(log.ids) + len(fresh) > bound:
             raise StreamFull(stream, len(log.ids), bound)
+        expires = now + self._bound.dedupe_ttl(stream)
         ids: list[str] = []
         for message in messages:
             key = message.dedupe_key
-            if key is not None and key in log.dedupe:
-                ids.append(log.dedupe[key])
+            known = None if key is None else log.known(key, now)
+            if known is not None:
+                ids.append(known)
                 continue
             entry_id = log.new_ids.next()
             log.ids.append(entry_id)
             log.payloads.append(orjson.dumps(dict(message.data)))
             if key is not None:
-                log.dedupe[key] = entry_id
+                log.dedupe.pop(key, None)  # re-inserted last: the dict stays in expiry order
+                log.dedupe[key] = (entry_id, expires)
             ids.append(entry_id)
         if fresh:
+            retention = self._bound.retention(stream)
+            if retention is not None:
+                log.trim_to(retention)
             log.notify()
         return ids
 
@@ -156,9 +202,7 @@ class MemoryBroker:
         dropped = keep_from - log.base
         if dropped <= 0:
             return 0
-        del log.ids[:dropped]
-        del log.payloads[:dropped]
-        log.base = keep_from
+        log.drop_front(dropped)
         return dropped
 
     async def delete(self, *streams: str) -> None:

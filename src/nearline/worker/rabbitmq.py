@@ -17,6 +17,11 @@ How the contract maps onto RabbitMQ:
   the refusal itself (other groups may then have received the entries: at-least-once).
 * **dedupe keys**: RabbitMQ has no such thing; a ``DedupeStore`` remembers them. The default
   keeps them in memory (lost on a crash); pass ``RedisDedupeStore`` to survive crashes.
+  Either forgets a key after the stream's dedupe TTL (``StreamBound.dedupe_ttl``).
+* **retention** (``StreamBound.retained``): the group queues of a retained stream get
+  ``x-max-length`` with ``x-overflow: drop-head`` (the oldest go, nothing is refused) and its
+  log queue ``x-max-age``. RabbitMQ refuses to redeclare a queue with other arguments: a queue
+  declared before a retention was set must be deleted once.
 * ``GroupInfo.pending`` counts only the unacknowledged entries of this process's consumers:
   AMQP cannot ask the server (the management plugin could).
 """
@@ -44,6 +49,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, DeliveryError
 
 from nearline.worker.broker import (
+    DEFAULT_DEDUPE_TTL_S,
     BrokerError,
     Entry,
     EntryIds,
@@ -70,24 +76,43 @@ def _boundary(what: str) -> Iterator[None]:
 
 class DedupeStore(Protocol):
     async def known(self, stream: str, keys: Sequence[str]) -> dict[str, str]:
-        """The ids already published under any of ``keys``."""
+        """The ids already published under any of ``keys`` (and not expired)."""
         ...
 
-    async def remember(self, stream: str, ids_by_key: Mapping[str, str]) -> None: ...
+    async def remember(
+        self, stream: str, ids_by_key: Mapping[str, str], ttl_s: int | None = None
+    ) -> None:
+        """Keep the keys ``ttl_s`` seconds (``None``: the store's default)."""
+        ...
 
     async def forget(self, stream: str) -> None: ...
 
 
 class MemoryDedupeStore:
-    def __init__(self) -> None:
-        self._ids: dict[str, dict[str, str]] = {}
+    """Dedupe keys in this process, forgotten after their TTL (lost on a crash)."""
+
+    def __init__(self, ttl_s: int = DEFAULT_DEDUPE_TTL_S) -> None:
+        self._ttl_s = ttl_s
+        self._ids: dict[str, dict[str, tuple[str, float]]] = {}  # id, expiry (monotonic)
 
     async def known(self, stream: str, keys: Sequence[str]) -> dict[str, str]:
         ids = self._ids.get(stream, {})
-        return {key: ids[key] for key in keys if key in ids}
+        now = time.monotonic()
+        while ids:  # kept in expiry order: forget what expired
+            oldest = next(iter(ids))
+            if ids[oldest][1] > now:
+                break
+            del ids[oldest]
+        return {key: ids[key][0] for key in keys if key in ids}
 
-    async def remember(self, stream: str, ids_by_key: Mapping[str, str]) -> None:
-        self._ids.setdefault(stream, {}).update(ids_by_key)
+    async def remember(
+        self, stream: str, ids_by_key: Mapping[str, str], ttl_s: int | None = None
+    ) -> None:
+        ids = self._ids.setdefault(stream, {})
+        expires = time.monotonic() + (self._ttl_s if ttl_s is None else ttl_s)
+        for key, entry_id in ids_by_key.items():
+            ids.pop(key, None)
+            ids[key] = (entry_id, expires)
 
     async def forget(self, stream: str) -> None:
         self._ids.pop(stream, None)
@@ -110,10 +135,12 @@ class RedisDedupeStore:
             if value is not None
         }
 
-    async def remember(self, stream: str, ids_by_key: Mapping[str, str]) -> None:
+    async def remember(
+        self, stream: str, ids_by_key: Mapping[str, str], ttl_s: int | None = None
+    ) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, entry_id in ids_by_key.items():
-                pipe.set(f"{stream}:dedupe:{key}", entry_id, ex=self._ttl_s)
+                pipe.set(f"{stream}:dedupe:{key}", entry_id, ex=ttl_s or self._ttl_s)
             await pipe.execute()
 
     async def forget(self, stream: str) -> None:
@@ -190,21 +217,29 @@ class RabbitMQBroker:
                     exchange_name(stream), aio_pika.ExchangeType.FANOUT, durable=True
                 )
                 log = await self._channel.declare_queue(
-                    log_queue_name(stream),
-                    durable=True,
-                    arguments={"x-queue-type": "stream"},
+                    log_queue_name(stream), durable=True, arguments=self._log_arguments(stream)
                 )
                 await log.bind(exchange)
             self._exchanges[stream] = exchange
         return exchange
+
+    def _log_arguments(self, stream: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"x-queue-type": "stream"}
+        retention = self._bound.retention(stream)
+        if retention is not None and retention.max_age_s is not None:
+            arguments["x-max-age"] = f"{retention.max_age_s}s"
+        return arguments
 
     async def _group_queue(
         self, channel: AbstractChannel, stream: str, group: str
     ) -> AbstractQueue:
         arguments: dict[str, Any] = {"x-queue-type": "quorum"}
         bound = self._bound.for_stream(stream)
+        retention = self._bound.retention(stream)
         if bound is not None:
             arguments |= {"x-max-length": bound, "x-overflow": "reject-publish"}
+        elif retention is not None and retention.max_len is not None:
+            arguments |= {"x-max-length": retention.max_len, "x-overflow": "drop-head"}
         if self._queue_expires_ms is not None:
             arguments["x-expires"] = self._queue_expires_ms
         with _boundary("declare"):
@@ -258,7 +293,9 @@ class RabbitMQBroker:
                 bound = self._bound.for_stream(stream) or 0
                 raise StreamFull(stream, bound, bound) from refused
         await self._dedupe.remember(
-            stream, {m.dedupe_key: i for i, m in fresh if m.dedupe_key is not None}
+            stream,
+            {m.dedupe_key: i for i, m in fresh if m.dedupe_key is not None},
+            self._bound.dedupe_ttl(stream),
         )
         return ids
 
@@ -308,7 +345,7 @@ class RabbitMQBroker:
             with _boundary("tail"):
                 await channel.set_qos(prefetch_count=_TAIL_PREFETCH)
                 queue = await channel.declare_queue(
-                    log_queue_name(stream), durable=True, arguments={"x-queue-type": "stream"}
+                    log_queue_name(stream), durable=True, arguments=self._log_arguments(stream)
                 )
                 await queue.consume(inbox.put, arguments={"x-stream-offset": offset})
             passed_after = after is None or after == "0"

@@ -5,7 +5,10 @@
   fields are read as a dict of those fields.
 * Publishing is one Lua script per batch: it checks the bound and the dedupe keys and appends,
   atomically, so a producer either gets ``StreamFull`` with nothing written or all its ids.
-  Dedupe keys are ``<stream>:dedupe:<key>`` strings that expire after ``dedupe_ttl_s``.
+  Dedupe keys are ``<stream>:dedupe:<key>`` strings that expire after ``dedupe_ttl_s`` (by
+  default the bound's: a retained stream's ``max_age_s``).
+* Retention (``StreamBound.retained``): ``XADD ... MAXLEN ~ n`` on every write (approximate:
+  Redis drops whole nodes of ~100 entries) and ``XTRIM ... MINID`` once per publish for the age.
 * Reclaim: a consumer looks for entries idle longer than its reclaim timeout in the group's
   pending list (``XPENDING ... IDLE``) and claims them (``XCLAIM``), which counts a delivery.
   ``retry`` marks entries as long idle so the next read of any consumer claims them.
@@ -41,15 +44,18 @@ _GIVEN_BACK_IDLE_MS = 100_000_000_000  # "idle for years": claimable by the next
 _TAIL_BLOCK_MS = 1_000
 _PLAIN_ACK_MAX = 20  # more ids than this are acknowledged through one script argument
 
-# ARGV: bound (-1: none), dedupe ttl (s), dedupe key prefix, then one JSON array
+# ARGV: bound (-1: none), dedupe ttl (s), dedupe key prefix, one JSON array
 # [key1, payload1, key2, payload2, ...] (key "" = no dedupe): one argument instead of two per
-# message, because redis-py packs every argument in Python.
+# message, because redis-py packs every argument in Python; then the retention: max length
+# (-1: none, trimmed approximately on each XADD) and the oldest id to keep ("": none).
 _PUBLISH_SCRIPT = """
 local stream = KEYS[1]
 local bound = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local prefix = ARGV[3]
 local items = cjson.decode(ARGV[4])
+local max_len = tonumber(ARGV[5])
+local min_id = ARGV[6]
 if bound >= 0 then
   local fresh = 0
   for i = 1, #items, 2 do
@@ -67,11 +73,17 @@ for i = 1, #items, 2 do
   if existing then
     ids[#ids + 1] = existing
   else
-    local id = redis.call('XADD', stream, '*', 'd', items[i + 1])
+    local id
+    if max_len >= 0 then
+      id = redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 'd', items[i + 1])
+    else
+      id = redis.call('XADD', stream, '*', 'd', items[i + 1])
+    end
     if key ~= '' then redis.call('SET', prefix .. key, id, 'EX', ttl) end
     ids[#ids + 1] = id
   end
 end
+if min_id ~= '' then redis.call('XTRIM', stream, 'MINID', min_id) end
 return ids
 """
 
@@ -124,7 +136,7 @@ class RedisStreamsBroker:
         client: redis.Redis,
         bound: StreamBound | None = None,
         *,
-        dedupe_ttl_s: int = 7 * 24 * 3600,
+        dedupe_ttl_s: int | None = None,  # None: as the bound says (StreamBound.dedupe_ttl)
     ) -> None:
         self._redis = client
         self._bound = bound or StreamBound()
@@ -148,11 +160,18 @@ class RedisStreamsBroker:
         for message in messages:
             items.append(message.dedupe_key or "")
             items.append(orjson.dumps(dict(message.data)).decode())
+        retention = self._bound.retention(stream)
+        max_len = -1 if retention is None or retention.max_len is None else retention.max_len
+        min_id = ""
+        if retention is not None and retention.max_age_s is not None:
+            min_id = f"{int(time.time() * 1000) - retention.max_age_s * 1000}-0"
         args: list[int | str | bytes] = [
             -1 if bound is None else bound,
-            self._dedupe_ttl_s,
+            self._dedupe_ttl_s or self._bound.dedupe_ttl(stream),
             dedupe_prefix(stream),
             orjson.dumps(items),
+            max_len,
+            min_id,
         ]
         with _boundary("publish"):
             result = await self._publish(keys=[stream], args=args)

@@ -209,7 +209,8 @@ class Worker:
             await consumer.retry(outcome.retry)
         self.metrics.batch_seconds.labels(pipeline.name).observe(time.perf_counter() - started)
         now_ms = time.time() * 1000
-        handled = outcome.latency_entries
+        handled = outcome.handled
+        self.metrics.events.labels(pipeline.name, "processed").inc(len(handled))
         # observing a histogram costs microseconds: a big batch is sampled, evenly
         for entry in handled[:: max(1, len(handled) // _LATENCY_SAMPLES_PER_BATCH)]:
             self.metrics.record_latency(pipeline.name, now_ms - entry.published_ms)
@@ -219,13 +220,14 @@ class Worker:
         dead-letter those on their last delivery (they would never get through)."""
         refused = {entry.id for entry in outcome.result_sources}
         outcome.done = [i for i in outcome.done if i not in refused]
-        outcome.latency_entries = [e for e in outcome.latency_entries if e.id not in refused]
+        outcome.handled = [e for e in outcome.handled if e.id not in refused]
         for entry in outcome.result_sources:
             if entry.deliveries >= pipeline.max_deliveries:
                 why = f"the results stream {pipeline.results!r} stayed full"
                 dead(pipeline, entry, why, "output_refused", outcome, self.metrics)
             else:
                 outcome.retry.append(entry.id)
+                self.metrics.events.labels(pipeline.name, "failed").inc()
         outcome.results, outcome.result_sources = [], []
 
     async def _publish_output(
