@@ -18,6 +18,7 @@ from nearline.embed import EmbeddingBatcher, load_embedder
 from nearline.gateway.api import admin, health, metrics, openai, pages, ws
 from nearline.gateway.api.body_limit import BodyLimitMiddleware
 from nearline.gateway.api.errors import install_error_handlers
+from nearline.gateway.api.origin import BrowserGuard
 from nearline.gateway.api.state import AppState
 from nearline.gateway.cache.exact import ExactCache
 from nearline.gateway.cache.exact_store import ExactStore, MemoryExactStore, RedisExactStore
@@ -181,4 +182,10 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
     app.include_router(pages.router)
     app.include_router(dashboard.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
+    # Outermost (added last): the drive-by guard, with CORS for allowed origins behind it.
+    app.add_middleware(
+        BrowserGuard,
+        allowed_hosts=settings.server.allowed_hosts,
+        allowed_origins=settings.server.allowed_origins,
+    )
     return app

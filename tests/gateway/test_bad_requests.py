@@ -13,6 +13,8 @@ def _post(gateway, body: bytes | dict, key: str | None = "alpha", **headers: str
         key = gateway.alpha_key
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
+    if isinstance(body, bytes):  # raw bytes are still sent as JSON (a 415 otherwise)
+        headers.setdefault("Content-Type", "application/json")
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
     return httpx.post(f"{gateway.v1}/chat/completions", headers=headers, timeout=30, **kwargs)
 

@@ -33,6 +33,12 @@ class ServerSettings(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Host names (optionally "name:port"; "*": any) served besides localhost and IP literals,
+    # e.g. the name a reverse proxy or DNS gives the gateway (a DNS-rebinding guard).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Origins ("https://app.example"; "*": any) whose web pages may call the gateway, besides
+    # its own pages; CORS is answered for them (off when empty).
+    allowed_origins: list[str] = Field(default_factory=list)
 
 
 class ApiKey(_Strict):
