@@ -88,10 +88,22 @@ def test_latency_adds_and_waits() -> None:
 def test_a_slow_share_under_five_percent_does_not_set_the_p95() -> None:
     fast = LatencyShare("precomputed", 0.97, Latency(0.01, 0.01))
     slow = LatencyShare("waits", 0.03, Latency(1800.0, 3420.0))
-    # typical = 0.97 * 0.01 + 0.03 * 1800 = 0.0097 + 54 = 54.0097
-    assert typical_delay_s([fast, slow]) == pytest.approx(54.0097)
+    # typical is the mix's median: 97 % of the requests take 10 ms, so 10 ms — not the
+    # share-weighted 0.97 x 0.01 + 0.03 x 1800 = 54 s, which exceeded the p95 it sits beside.
+    assert typical_delay_s([fast, slow]) == 0.01
     assert p95_s([fast, slow]) == 0.01
     assert deciding_share([fast, slow]) is fast
+
+
+@pytest.mark.parametrize("slow_share", [0.01, 0.04, 0.05, 0.06, 0.3, 0.5, 0.51, 0.9])
+def test_typical_never_exceeds_the_p95(slow_share: float) -> None:
+    mix = [
+        LatencyShare("cache", 1 - slow_share, Latency(0.01, 0.02)),
+        LatencyShare("waits", slow_share, Latency(40.0, 80.0)),
+    ]
+    assert typical_delay_s(mix) <= p95_s(mix)
+    # past half the requests the median is the slow share's
+    assert typical_delay_s(mix) == (40.0 if slow_share > 0.5 else 0.01)
 
 
 def test_a_slow_share_over_five_percent_sets_the_p95() -> None:

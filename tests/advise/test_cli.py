@@ -30,7 +30,10 @@ def test_json_matches_the_decision(capsys: pytest.CaptureFixture[str]) -> None:
     assert auth["band"] == "instant"
     assert all(o["p95_s"] <= 0.3 for o in auth["options"] if o["meets_deadline"])
     agent = paths["case investigation agent"]
-    assert agent["reliability"] == pytest.approx(0.95**20)
+    assert agent["reliability"]["value"] == pytest.approx(0.95**20)
+    assert agent["reliability"]["source"] == "modelled"  # from the steps: no log
+    assert agent["recommendation"] == "batch (every 60 min)"
+    assert agent["sample_size"] is None
     assert [b["band"] for b in report["bands"]] == [
         "instant",
         "flow kept",

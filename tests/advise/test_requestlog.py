@@ -101,12 +101,10 @@ def test_the_log_fills_the_profile_and_adds_unknown_routes(tmp_path: Path) -> No
         {
             "name": "shop",
             "paths": [
-                {
+                {  # no traffic, no latency: the log fills them in
                     "name": "chat",
-                    "requests_per_day": 1,
                     "delay_cost_per_second_usd": 0.02,
                     "precomputable_share": 0.3,
-                    "time_to_first_useful_ms": {"p50_ms": 9, "p95_ms": 9},
                 },
                 {
                     "name": "report",
@@ -114,7 +112,8 @@ def test_the_log_fills_the_profile_and_adds_unknown_routes(tmp_path: Path) -> No
                     "time_to_first_useful_ms": {"p50_ms": 9, "p95_ms": 9},
                 },
             ],
-        }
+        },
+        partial=True,
     )
     profile = profile_from_log(measured, base, delay_cost_per_second_usd=0.001)
     chat, report, search = profile.paths
@@ -127,5 +126,12 @@ def test_the_log_fills_the_profile_and_adds_unknown_routes(tmp_path: Path) -> No
     assert chat.precomputable_share == 0.3
     assert report.requests_per_day == 5  # not in the log: unchanged
     assert search.delay_cost_per_second_usd == 0.001  # new route: from the command line
+    # A field the profile sets itself wins over the measurement, field by field.
+    given = parse_profile(
+        {"name": "shop", "paths": [{"name": "chat", "peak_to_average": 7}]}, partial=True
+    )
+    overlaid = profile_from_log(measured, given)
+    assert overlaid.paths[0].peak_to_average == 7.0
+    assert overlaid.paths[0].requests_per_day == pytest.approx(2400)
     standalone = profile_from_log(measured)
     assert [p.name for p in standalone.paths] == ["chat", "search"]

@@ -4,20 +4,36 @@ Each option gets a latency mix, the perception band its p95 reaches, an infrastr
 (``cost.py``) and a delay cost (requests x typical delay x what a second of delay costs). The
 recommendation is the option with the lowest total among those that meet the path's deadline.
 Then: how reliable the path's pipeline is, and whether reaching the next faster band is worth it.
+
+An interactive path (a user waits on screen: from a log, most requests streamed) is never
+advised batch, nor a window that makes its band worse than real-time's, unless the cost of
+delay was *given* (profile or ``--delay-cost-per-second``): a derived or absent delay cost is
+not enough to send a waiting user to tomorrow's batch. Reliability multiplies the profile's
+steps with the success rate the log measured, with its Wilson interval.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from nearline.core.bands import PerceptionBand, band_of, next_faster, upper_limit_s
+from nearline.core.bands import (
+    BAND_LIMITS,
+    PerceptionBand,
+    band_of,
+    next_faster,
+    upper_limit_s,
+)
+from nearline.insights.advise.actions import Action
 from nearline.insights.advise.cost import (
     OptionCost,
     batch_cost,
     near_real_time_cost,
     realtime_cost,
 )
+from nearline.insights.advise.evidence import DelayCostFrom, PathEvidence
 from nearline.insights.advise.latency import (
     ZERO,
     Latency,
@@ -29,6 +45,16 @@ from nearline.insights.advise.latency import (
 )
 from nearline.insights.advise.profile import DAYS_PER_MONTH, PathInput, Policy, Profile
 from nearline.insights.advise.reliability import StepReliability, compound_reliability, weakest_step
+
+MEASURED_STEP = "requests (measured)"
+BATCH_RULED_OUT = (
+    "interactive: a user waits for this answer; batch only with a delay cost you give "
+    "(--delay-cost-per-second or the profile)"
+)
+if TYPE_CHECKING:
+    from nearline.insights.advise.precompute import Precompute
+
+SLOWER_RULED_OUT = "interactive: this window makes the band worse than real-time's"
 
 
 class Mode(StrEnum):
@@ -45,6 +71,11 @@ class Option:
     mix: tuple[LatencyShare, ...]
     delay_cost_usd: float  # per month
     meets_deadline: bool
+    ruled_out: str | None = None  # why it may not be recommended (besides the deadline)
+
+    @property
+    def eligible(self) -> bool:
+        return self.meets_deadline and self.ruled_out is None
 
     @property
     def typical_delay_s(self) -> float:
@@ -84,6 +115,16 @@ class Faster:
 
 
 @dataclass(frozen=True, slots=True)
+class Reliability:
+    """Compound success of the path: the profile's steps x the log's measured success."""
+
+    value: float
+    low: float
+    high: float
+    sample_size: int | None  # requests the log measured; None: modelled from the steps only
+
+
+@dataclass(frozen=True, slots=True)
 class PathAdvice:
     path: PathInput
     requests_per_month: float
@@ -91,9 +132,15 @@ class PathAdvice:
     near_real_time: Option  # with the best window
     batch: Option
     recommended: Option
-    reliability: float
+    reliability: Reliability
     weakest_step: StepReliability | None
     faster: Faster
+    evidence: PathEvidence = field(default_factory=PathEvidence)
+    actions: tuple[Action, ...] = ()  # the what-if's mitigations, best first
+
+    @property
+    def interactive(self) -> bool:
+        return self.path.interactive is True
 
     @property
     def options(self) -> tuple[Option, Option, Option]:
@@ -104,6 +151,7 @@ class PathAdvice:
 class Advice:
     profile: Profile
     paths: tuple[PathAdvice, ...]
+    precompute: Precompute | None = None  # mined from the log's questions
 
     def worth_making_faster(self) -> tuple[PathAdvice, ...]:
         """Paths whose next faster band is worth something, the most valuable first."""
@@ -111,13 +159,28 @@ class Advice:
         return tuple(sorted(ranked, key=lambda advice: -advice.faster.value_usd))
 
 
-def advise(profile: Profile) -> Advice:
-    return Advice(profile, tuple(advise_path(path, profile) for path in profile.paths))
+def advise(profile: Profile, evidence: Mapping[str, PathEvidence] | None = None) -> Advice:
+    found = evidence or {}
+    return Advice(
+        profile,
+        tuple(advise_path(path, profile, found.get(path.name)) for path in profile.paths),
+    )
 
 
-def advise_path(path: PathInput, profile: Profile) -> PathAdvice:
+def _evidence(path: PathInput, evidence: PathEvidence | None) -> PathEvidence:
+    if evidence is not None:
+        return evidence
+    given = path.delay_cost_per_second_usd is not None
+    return PathEvidence(delay_cost_from=DelayCostFrom.GIVEN if given else DelayCostFrom.NONE)
+
+
+def advise_path(
+    path: PathInput, profile: Profile, evidence: PathEvidence | None = None
+) -> PathAdvice:
     policy = profile.policy
-    requests = path.requests_per_day * DAYS_PER_MONTH
+    evidence = _evidence(path, evidence)
+    guarded = path.interactive is True and evidence.delay_cost_from is not DelayCostFrom.GIVEN
+    requests = path.daily_requests * DAYS_PER_MONTH
     realtime = _option(
         path,
         requests,
@@ -145,8 +208,18 @@ def advise_path(path: PathInput, profile: Profile) -> PathAdvice:
         batch_cost(path, profile.prices),
         _batch_mix(path, policy),
     )
+    if guarded:
+        batch = replace(batch, ruled_out=BATCH_RULED_OUT)
+        order = list(BAND_ORDER)
+        windows = [
+            w
+            if order.index(w.band) <= order.index(realtime.band)
+            else replace(w, ruled_out=SLOWER_RULED_OUT)
+            for w in windows
+        ]
     near_real_time = _cheapest(windows)
     recommended = _cheapest([realtime, near_real_time, batch])
+    steps = _steps(path, evidence)
     return PathAdvice(
         path=path,
         requests_per_month=requests,
@@ -154,9 +227,35 @@ def advise_path(path: PathInput, profile: Profile) -> PathAdvice:
         near_real_time=near_real_time,
         batch=batch,
         recommended=recommended,
-        reliability=compound_reliability(path.reliability_steps),
-        weakest_step=weakest_step(path.reliability_steps),
+        reliability=_reliability(path, evidence),
+        weakest_step=weakest_step(steps),
         faster=_faster(path, requests, recommended),
+        evidence=evidence,
+    )
+
+
+BAND_ORDER = tuple(limit.band for limit in BAND_LIMITS)
+
+
+def _steps(path: PathInput, evidence: PathEvidence) -> tuple[StepReliability, ...]:
+    m = evidence.measurement
+    success = None if m is None else m.success
+    if success is None or success.sample_size == 0:
+        return path.reliability_steps
+    return (*path.reliability_steps, StepReliability(MEASURED_STEP, success.value))
+
+
+def _reliability(path: PathInput, evidence: PathEvidence) -> Reliability:
+    modelled = compound_reliability(path.reliability_steps)
+    m = evidence.measurement
+    success = None if m is None else m.success
+    if success is None or success.sample_size == 0:
+        return Reliability(modelled, modelled, modelled, None)
+    return Reliability(
+        modelled * success.value,
+        modelled * success.low,
+        modelled * success.high,
+        success.sample_size,
     )
 
 
@@ -180,21 +279,23 @@ def delay_cost_usd(path: PathInput, seconds: float) -> float:
     """
     limit = upper_limit_s(PerceptionBand.ATTENTION)
     if seconds <= limit:
-        return seconds * path.delay_cost_per_second_usd
+        return seconds * path.delay_cost_per_s
     if path.lost_request_cost_usd is not None:
         return path.lost_request_cost_usd
-    return limit * path.delay_cost_per_second_usd
+    return limit * path.delay_cost_per_s
 
 
 def _cheapest(options: list[Option]) -> Option:
-    """Lowest total among options that meet the deadline; the fastest if none does.
+    """Lowest total among options that meet the deadline and are not ruled out; the fastest
+    if none does.
 
     Ties go to the earlier option (real-time before near-real-time before batch; shorter
     windows first), i.e. to the faster one.
     """
-    feasible = [option for option in options if option.meets_deadline]
+    feasible = [option for option in options if option.eligible]
     if not feasible:
-        return min(options, key=lambda option: option.p95_s)
+        allowed = [option for option in options if option.ruled_out is None] or options
+        return min(allowed, key=lambda option: option.p95_s)
     return min(feasible, key=lambda option: option.total_usd)
 
 

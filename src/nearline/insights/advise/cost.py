@@ -40,7 +40,7 @@ class OptionCost:
 
 def computed_rps(path: PathInput) -> float:
     """Average rate of requests that need computing (cache hits excluded)."""
-    return path.requests_per_day / SECONDS_PER_DAY * (1.0 - path.repeated_share)
+    return path.daily_requests / SECONDS_PER_DAY * (1.0 - path.repeated_share)
 
 
 def sized_rate(path: PathInput, smoothing_s: float) -> float:

@@ -4,10 +4,13 @@ The rules are deliberately simple so that a result can be checked by hand:
 
 * sequential steps add up, median to median and p95 to p95 (the p95 sum is an upper bound);
 * a wait added on top (a micro-batch window, a batch period) adds its own median and p95;
-* the *typical* delay of a mix is the share-weighted median;
 * the p95 of a mix is taken, conservatively, as the p95 of the slowest share that holds more than
   5 % of the requests: when the slowest shares together hold at most 5 %, the 95th percentile
-  falls into a faster one.
+  falls into a faster one;
+* the *typical* delay of a mix is its median by the same rule: the median of the slowest share
+  (ordered by median) that brings the requests counted from the slowest above 50 %. It never
+  exceeds the p95: the shares with a median above the p95 all have a p95 above it too, so they
+  hold at most 5 %, not half. (The delay *cost* still adds up every share's median wait.)
 """
 
 from __future__ import annotations
@@ -57,7 +60,16 @@ class LatencyShare:
 
 
 def typical_delay_s(mix: Sequence[LatencyShare]) -> float:
-    return sum(part.share * part.latency.p50_s for part in mix)
+    """The median of the mix (see the module's rules); never above ``p95_s(mix)``."""
+    parts = sorted((part for part in mix if part.share > 0), key=lambda p: -p.latency.p50_s)
+    if not parts:
+        raise ValueError("a latency mix needs at least one share above zero")
+    slower = 0.0
+    for part in parts:
+        slower += part.share
+        if slower > 0.5:
+            return part.latency.p50_s
+    return parts[-1].latency.p50_s
 
 
 def deciding_share(mix: Sequence[LatencyShare]) -> LatencyShare:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
 from nearline.core.model import FrozenStrict as _Strict
 from nearline.insights.advise.latency import Latency
@@ -69,14 +69,34 @@ class CapacityInput(_Strict):
         return self.batched_rps_per_instance or self.rps_per_instance
 
 
-class PathInput(_Strict):
-    """One path through the product (an endpoint, an event handler, a report)."""
+class CheaperTierInput(_Strict):
+    """A cheaper model the path could be routed to (the what-if's "cheaper tier")."""
 
     name: str = Field(min_length=1)
-    requests_per_day: float = Field(ge=0)
-    delay_cost_per_second_usd: float = Field(
-        default=0.0, ge=0, description="what one second of delay on one request costs"
+    cost_per_request_usd: float = Field(ge=0)
+    time_to_first_useful_ms: LatencyInput
+
+
+class PathInput(_Strict):
+    """One path through the product (an endpoint, an event handler, a report).
+
+    ``requests_per_day`` and the latency may be left out when a request log measures them
+    (``nearline advise --log ... PROFILE``): the profile then overlays the log field by field.
+    """
+
+    name: str = Field(min_length=1)
+    requests_per_day: float | None = Field(default=None, ge=0)
+    delay_cost_per_second_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="what one second of delay on one request costs; absent: derived from the "
+        "log's abandonment when it can be, else 0 (and then an interactive path is never batch)",
     )
+    interactive: bool | None = Field(
+        default=None,
+        description="a user waits on screen for this answer (from a log: most requests streamed)",
+    )
+    cheaper_tier: CheaperTierInput | None = None
     peak_to_average: float = Field(default=1.0, ge=1)
     burst_duration_s: float = Field(default=3600.0, gt=0, description="how long a peak lasts")
     repeated_share: float = Field(default=0.0, ge=0, le=1, description="answered from a cache")
@@ -112,7 +132,14 @@ class PathInput(_Strict):
     )
 
     @model_validator(mode="after")
-    def _has_latency(self) -> Self:
+    def _complete(self, info: ValidationInfo) -> Self:
+        """A path must say its traffic and its latency, unless a log will fill them in."""
+        if info.context and info.context.get("partial"):
+            return self
+        if self.requests_per_day is None:
+            raise ValueError(
+                f"path {self.name!r}: give requests_per_day, or a --log that measures this route"
+            )
         if self.time_to_first_useful_ms is None and (
             not self.steps or any(step.latency is None for step in self.steps)
         ):
@@ -120,6 +147,16 @@ class PathInput(_Strict):
                 f"path {self.name!r}: give time_to_first_useful_ms, or a latency for every step"
             )
         return self
+
+    @property
+    def daily_requests(self) -> float:
+        assert self.requests_per_day is not None  # checked by _complete
+        return self.requests_per_day
+
+    @property
+    def delay_cost_per_s(self) -> float:
+        """The cost of a second of delay the decision uses (0 when nobody said or derived it)."""
+        return self.delay_cost_per_second_usd or 0.0
 
     @property
     def computed_latency(self) -> Latency:
@@ -159,6 +196,13 @@ class Policy(_Strict):
     windows_s: tuple[float, ...] = Field(
         default=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0), min_length=1
     )
+    # The what-if replay. A progressive draft's first useful content: the local SmolLM2
+    # draft measured by benchmarks/progressive_workload.py (docs/benchmarks.md, "draft (local
+    # model)", rerun 2026-11-26 21:27 UTC on 2 cores: p50 88 ms, p95 150 ms).
+    draft_first_useful_ms: LatencyInput = Field(
+        default_factory=lambda: LatencyInput(p50_ms=88.0, p95_ms=150.0)
+    )
+    cache_ttl_s: float = Field(default=3600.0, gt=0, description="cache.*.ttl_s's default")
 
 
 class Profile(_Strict):
@@ -203,21 +247,22 @@ class Profile(_Strict):
             raise ProfileError(describe(exc)) from exc
 
 
-def parse_profile(data: Any, *, origin: str = "profile") -> Profile:
+def parse_profile(data: Any, *, origin: str = "profile", partial: bool = False) -> Profile:
+    """``partial``: paths may lack what a request log will measure (traffic, latency)."""
     try:
-        return Profile.model_validate(data)
+        return Profile.model_validate(data, context={"partial": partial})
     except ValidationError as exc:
         raise ProfileError(f"{origin}: {describe(exc)}") from exc
 
 
-def load_profile(path: Path) -> Profile:
-    """Read a profile from a ``.json`` file or a YAML file."""
+def load_profile(path: Path, *, partial: bool = False) -> Profile:
+    """Read a profile from a ``.json`` file or a YAML file (``partial``: see parse_profile)."""
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ProfileError(f"{path}: cannot read the profile: {exc}") from exc
-    return parse_profile(data, origin=str(path))
+    return parse_profile(data, origin=str(path), partial=partial)
 
 
 def describe(exc: ValidationError) -> str:

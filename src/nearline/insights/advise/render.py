@@ -1,13 +1,14 @@
-"""The advice as a terminal report (tables) and as JSON. No decisions are made here."""
+"""The advice as a terminal report (tables). No decisions are made here (JSON:
+``render_json.py``, HTML: ``render_html.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from nearline.core.bands import BAND_LIMITS
 from nearline.insights.advise.advisor import Advice, Mode, Option, PathAdvice
+from nearline.insights.advise.fmt import duration as _duration
+from nearline.insights.advise.fmt import money as _money
+from nearline.insights.advise.fmt import table as _table
 from nearline.insights.advise.profile import Profile
+from nearline.insights.advise.render_log import log_sections
 
 
 def assumptions(profile: Profile) -> list[str]:
@@ -32,88 +33,32 @@ def assumptions(profile: Profile) -> list[str]:
         "Delay cost = requests x cost of each share's median time to first useful content: "
         "cost of a second of delay x seconds up to 10 s (the attention limit); past it the user "
         "is gone and the request costs lost_request_cost_usd (default: the cost of 10 s).",
-        "typical = share-weighted median time to first useful content.",
+        "typical = median time to first useful content of the mix (the median of the slowest "
+        "share that brings the requests counted from the slowest above half); never above "
+        "the p95.",
         "Band = band of the p95 time to first useful content; the p95 of a mix is that of the "
         "slowest share holding more than 5 % of requests. Sequential steps add p50s and p95s.",
-        "Recommended = lowest infrastructure + delay cost among options meeting the deadline.",
+        "Recommended = lowest infrastructure + delay cost among options meeting the deadline "
+        "and not ruled out (x): an interactive path is never batch, nor slower than real-time's "
+        "band, unless the delay cost was given.",
         "Next band: the delay cost saved if the deciding share got fast enough for its p95 to "
         "reach the next faster band (the whole distribution shifted down).",
     ]
 
 
-def to_json(advice: Advice) -> dict[str, Any]:
-    profile = advice.profile
-    return {
-        "profile": profile.name,
-        "currency": "USD",
-        "period": "month (30 days)",
-        "bands": [
-            {
-                "band": b.band.value,
-                "upper_s": None if b.upper_s == float("inf") else b.upper_s,
-                "meaning": b.meaning,
-            }
-            for b in BAND_LIMITS
-        ],
-        "prices": profile.prices.model_dump(),
-        "policy": profile.policy.model_dump(),
-        "paths": [_path_json(path) for path in advice.paths],
-        "worth_making_faster": [path.path.name for path in advice.worth_making_faster()],
-        "assumptions": assumptions(profile),
-    }
-
-
-def _path_json(advice: PathAdvice) -> dict[str, Any]:
-    weakest = advice.weakest_step
-    return {
-        "path": advice.path.name,
-        "requests_per_month": advice.requests_per_month,
-        "recommended": {"mode": advice.recommended.mode.value, "wait_s": advice.recommended.wait_s},
-        "band": advice.recommended.band.value,
-        "options": [_option_json(option) for option in advice.options],
-        "reliability": advice.reliability,
-        "weakest_step": None
-        if weakest is None
-        else {"name": weakest.name, "success": weakest.success_over_repeats},
-        "abandoned_share": advice.path.abandoned_share,
-        "next_band": {
-            "target": None if advice.faster.target is None else advice.faster.target.value,
-            "cut_s": advice.faster.cut_s,
-            "value_usd": advice.faster.value_usd,
-            "cost_usd": advice.faster.cost_usd,
-            "verdict": advice.faster.verdict,
-        },
-    }
-
-
-def _option_json(option: Option) -> dict[str, Any]:
-    return {
-        "mode": option.mode.value,
-        "wait_s": option.wait_s,
-        "instances": option.cost.instances,
-        "instance_hours": option.cost.instance_hours,
-        "capacity_usd": option.cost.capacity_usd,
-        "per_request_usd": option.cost.per_request_usd,
-        "infrastructure_usd": option.cost.total_usd,
-        "delay_usd": option.delay_cost_usd,
-        "total_usd": option.total_usd,
-        "typical_delay_s": option.typical_delay_s,
-        "p95_s": option.p95_s,
-        "band": option.band.value,
-        "meets_deadline": option.meets_deadline,
-    }
-
-
 def render_text(advice: Advice) -> str:
     profile = advice.profile
     lines = [f"nearline advise: {profile.name}  (USD per month of 30 days)", ""]
-    lines += ["Options per path (* = recommended, ! = misses the deadline)"]
+    warned = [path for path in advice.paths if path.evidence.extrapolation()]
+    if warned:
+        lines += ["Warning: short observation"]
+        lines += [f"  ! {path.path.name}: {path.evidence.extrapolation()}" for path in warned]
+        lines += [""]
+    lines += ["Options per path (* = recommended, ! = misses the deadline, x = ruled out)"]
     rows: list[list[str]] = []
     for path in advice.paths:
         for index, option in enumerate(path.options):
-            mark = (
-                "*" if option is path.recommended else ("!" if not option.meets_deadline else " ")
-            )
+            mark = _mark(path, option)
             rows.append(
                 [
                     path.path.name if index == 0 else "",
@@ -132,6 +77,8 @@ def render_text(advice: Advice) -> str:
         rows,
         right={2, 3, 4, 5, 6, 7},
     )
+    ruled = {o.ruled_out for p in advice.paths for o in p.options if o.ruled_out}
+    lines += [f"  x: {reason}" for reason in sorted(ruled)]
     lines += ["", "Per path"]
     summary = []
     for path in advice.paths:
@@ -141,7 +88,7 @@ def render_text(advice: Advice) -> str:
                 path.path.name,
                 option_name(path.recommended),
                 path.recommended.band.value,
-                f"{path.reliability:.2%}",
+                _reliability(path),
                 "-" if weakest is None else f"{weakest.name} ({weakest.success_over_repeats:.2%})",
                 "-" if path.path.abandoned_share is None else f"{path.path.abandoned_share:.1%}",
                 path.faster.verdict,
@@ -173,8 +120,24 @@ def render_text(advice: Advice) -> str:
             f"{faster.target.value} (cut {_duration(faster.cut_s)}) saves "
             f"${faster.value_usd:,.0f}/month{cost}: {faster.verdict}"
         )
+    lines += log_sections(advice)
     lines += ["", "Assumptions"] + [f"  - {line}" for line in assumptions(profile)]
     return "\n".join(lines) + "\n"
+
+
+def _mark(path: PathAdvice, option: Option) -> str:
+    if option is path.recommended:
+        return "*"
+    if not option.meets_deadline:
+        return "!"
+    return "x" if option.ruled_out else " "
+
+
+def _reliability(path: PathAdvice) -> str:
+    r = path.reliability
+    if r.sample_size is None:
+        return f"{r.value:.2%}"
+    return f"{r.value:.2%} [{r.low:.1%}-{r.high:.1%}, n={r.sample_size}]"
 
 
 def option_name(option: Option) -> str:
@@ -190,34 +153,3 @@ def _capacity(option: Option) -> str:
     if option.cost.instances is None:
         return f"{option.cost.instance_hours:,.1f} h"
     return f"{option.cost.instances} inst"
-
-
-def _money(usd: float) -> str:
-    return f"${usd:,.0f}" if usd >= 10 else f"${usd:,.2f}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.0f} h"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return (
-            "  "
-            + "  ".join(
-                cell.rjust(width) if index in right else cell.ljust(width)
-                for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
-            ).rstrip()
-        )
-
-    return [line(headers), "  " + "  ".join("-" * width for width in widths)] + [
-        line(row) for row in rows
-    ]

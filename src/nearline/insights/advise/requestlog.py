@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from nearline.gateway.telemetry.requestlog import RequestRecord
 from nearline.insights.advise.latency import Latency
 from nearline.insights.advise.profile import describe
+from nearline.insights.advise.stats import Interval, percentile, poisson_rate, wilson
 from nearline.insights.requestlog import (
     LogFilter,
     LogLocation,
@@ -46,6 +47,11 @@ class RequestLogRecord:
     tier: str | None = None  # the model tier when inference answered
     cost_usd: float = 0.0
     abandoned: bool = False  # the client left before the answer was complete
+    error: bool = False  # the request failed (an upstream error, a timeout, ...)
+    stream: bool | None = None  # streamed to a client that watches it arrive; None: unknown
+    tenant: str = ""  # whose traffic (caches and sessions are per tenant)
+    model: str = ""  # the model the request named (the warm file's "model")
+    input: str = ""  # the messages as JSON, when the log stores content
 
     @property
     def served_from_store(self) -> bool:
@@ -72,6 +78,11 @@ def as_advise_record(row: RequestRecord) -> RequestLogRecord:
         source=row.source,
         cost_usd=row.cost_usd or 0.0,
         abandoned=row.outcome == "abandoned",
+        error=row.outcome == "error",
+        stream=row.stream,
+        tenant=row.tenant,
+        model=row.model,
+        input=row.input,
     )
 
 
@@ -123,6 +134,28 @@ class RouteMeasurement:
     store_latency: Latency | None
     mean_cost_of_computed_usd: float
     abandoned_share: float
+    records: tuple[RequestLogRecord, ...] = ()  # oldest first
+    span_s: float = 0.0  # the whole windows the rate was measured over
+    rate_per_day: Interval | None = None
+    store: Interval | None = None
+    abandonment: Interval | None = None
+    failures: Interval | None = None  # failed among the requests that ran to their end
+    streamed: Interval | None = None  # None: the log does not say
+    computed_p50_ms: Interval | None = None
+    computed_p95_ms: Interval | None = None
+
+    @property
+    def success(self) -> Interval | None:
+        """Measured success rate (1 - failure rate) with its interval."""
+        f = self.failures
+        if f is None:
+            return None
+        return Interval(1.0 - f.value, 1.0 - f.high, 1.0 - f.low, f.sample_size)
+
+    @property
+    def interactive(self) -> bool | None:
+        """Most requests streamed to a waiting client; None when the log does not say."""
+        return None if self.streamed is None else self.streamed.value >= 0.5
 
 
 def measure_routes(
@@ -143,8 +176,13 @@ def _measure(route: str, rows: list[RequestLogRecord], window_s: float) -> Route
     offsets = [(row.started_at - first).total_seconds() for row in rows]
     counts = np.bincount([math.floor(offset / window_s) for offset in offsets])
     windows = len(counts)
+    rows = sorted(rows, key=lambda row: row.started_at)
     computed = [row for row in rows if not row.served_from_store]
     stored = [row for row in rows if row.served_from_store]
+    ran = [row for row in rows if not row.abandoned]  # a client that left: outcome unknown
+    said = [row.stream for row in rows if row.stream is not None]
+    computed_ms = [row.time_to_first_useful_ms for row in computed]
+    span = windows * window_s
     return RouteMeasurement(
         route=route,
         requests=len(rows),
@@ -157,6 +195,15 @@ def _measure(route: str, rows: list[RequestLogRecord], window_s: float) -> Route
             sum(row.cost_usd for row in computed) / len(computed) if computed else 0.0
         ),
         abandoned_share=sum(row.abandoned for row in rows) / len(rows),
+        records=tuple(rows),
+        span_s=span,
+        rate_per_day=poisson_rate(len(rows), span),
+        store=wilson(len(stored), len(rows)),
+        abandonment=wilson(sum(row.abandoned for row in rows), len(rows)),
+        failures=wilson(sum(row.error for row in ran), len(ran)),
+        streamed=wilson(sum(said), len(said)) if said else None,
+        computed_p50_ms=percentile(computed_ms, 0.5) if computed_ms else None,
+        computed_p95_ms=percentile(computed_ms, 0.95) if computed_ms else None,
     )
 
 
