@@ -164,7 +164,7 @@ def log_queue_name(stream: str) -> str:
 def _entry(message: AbstractIncomingMessage) -> Entry:
     headers = message.headers or {}
     previous = headers.get("x-delivery-count")
-    deliveries = 1 + (int(previous) if isinstance(previous, int | str) else 0)
+    deliveries = 1 + (int(previous) if isinstance(previous, int) else 0)
     data, error = decode_payload(message.body)
     entry_id = str(message.message_id)
     if _ENTRY_ID.fullmatch(entry_id) is None:  # a foreign producer's message: an id of ours

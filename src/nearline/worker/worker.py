@@ -196,8 +196,11 @@ class Worker:
         started = time.perf_counter()
         outcome = await handle_batch(pipeline, batch, self.metrics, runner, self._stopping)
         results = pipeline.results
-        written = results is None or not outcome.results
-        if not written and not await self._publish_output(pipeline, str(results), outcome.results):
+        if (
+            results is not None
+            and outcome.results
+            and not await self._publish_output(pipeline, results, outcome.results)
+        ):
             self._results_refused(pipeline, outcome)
         dead_letters = pipeline.dead_letter_stream
         if outcome.dead and not await self._publish_output(pipeline, dead_letters, outcome.dead):
