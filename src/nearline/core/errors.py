@@ -128,6 +128,13 @@ class BodyTooLarge(InvalidRequest):
     code = "request_too_large"
 
 
+class UnsupportedContentEncoding(InvalidRequest):
+    """A ``Content-Encoding`` other than gzip or identity (415)."""
+
+    status_code = 415
+    code = "unsupported_content_encoding"
+
+
 class AuthenticationFailed(NearlineError):
     status_code = 401
     error_type = "authentication_error"

@@ -2,7 +2,9 @@
 
 Shapes follow OpenAI's Chat Completions API. Fields nearline does not implement are
 rejected with a 400 that names the field, rather than silently ignored: a client that asks
-for ``n=3`` or ``logit_bias`` must learn it did not get it.
+for ``n=3`` or ``logit_bias`` must learn it did not get it. Types are strict, as OpenAI's
+are: ``"10"`` or ``true`` is not a ``max_tokens``, ``"yes"`` not a ``stream`` (an integer is
+still a number: ``temperature: 1``).
 
 The body is bounded before it is validated (:func:`check_bounds`): nesting depth, array
 lengths, string lengths and total size. Whatever parses can then be serialised again (the
@@ -136,13 +138,13 @@ def _bound_error(path: tuple[str | int, ...], problem: str) -> InvalidRequest:
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text"]
     text: str
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Role
     content: str | list[TextPart] | None = None
     name: Annotated[str, Field(max_length=MAX_NAME_CHARS)] | None = None
@@ -161,21 +163,21 @@ class Message(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
 
 
 class NearlineOptions(BaseModel):
     """nearline's body extension (``"nearline": {...}``); ignored by plain OpenAI servers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     cache: Literal["default", "no-cache", "no-store"] = "default"
     progressive: bool | None = None
     ttft_budget_ms: int | None = Field(default=None, ge=1)  # hedge/fall back past this
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     messages: list[Message] = Field(min_length=1)
