@@ -28,6 +28,13 @@ LOCAL_PROVIDER = "local"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 
 
+class WebSocketSettings(_Strict):
+    """``GET /v1/ws``: limits per connection."""
+
+    auth_timeout_s: float = Field(default=10.0, gt=0)  # from the upgrade, whatever is sent
+    max_in_flight: int = Field(default=64, ge=1)  # requests running at once on one socket
+
+
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -39,6 +46,7 @@ class ServerSettings(_Strict):
     # Origins ("https://app.example"; "*": any) whose web pages may call the gateway, besides
     # its own pages; CORS is answered for them (off when empty).
     allowed_origins: list[str] = Field(default_factory=list)
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
 
 
 class ApiKey(_Strict):

@@ -4,6 +4,11 @@ One connection carries several requests at once, each run by its own task and na
 client's ``id``. ``cancel`` closes that request's ``Answer``, which stops its upstream work;
 closing the socket cancels every request still running. A malformed message is answered
 with an ``error`` whose ``id`` is null, and the connection stays open.
+
+Limits (``server.websocket``, ``server.max_body_bytes``): an unauthenticated socket is
+closed ``auth_timeout_s`` after the upgrade, whatever it sends meanwhile; a message is
+measured in bytes, like an HTTP body; at most ``max_in_flight`` requests run at once. The
+upgrade's ``Origin`` and ``Host`` are checked before it is accepted (``origin.py``).
 """
 
 from __future__ import annotations
@@ -32,8 +37,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter()
 
-MAX_IN_FLIGHT = 64  # requests running at once on one connection
-AUTH_TIMEOUT_S = 10.0  # an unauthenticated connection must say who it is this soon
 POLICY_VIOLATION = 1008  # WebSocket close code for a failed authentication
 
 
@@ -112,6 +115,11 @@ class _Connection:
         self.tenant: Tenant | None = None
         self.open = True
         self.max_message_bytes = state.settings.server.max_body_bytes
+        self.max_in_flight = state.settings.server.websocket.max_in_flight
+        # an unauthenticated connection must say who it is by then, whatever it sends
+        self.auth_deadline = (
+            asyncio.get_running_loop().time() + state.settings.server.websocket.auth_timeout_s
+        )
 
     async def send(self, message: dict[str, Any]) -> bool:
         """Send one message; ``False`` once the client has gone."""
@@ -133,15 +141,13 @@ class _Connection:
                 error_message(None, InvalidRequest(f"request id {message.id!r} is already running"))
             )
             return
-        if len(self._tasks) >= MAX_IN_FLIGHT:
-            await self.send(
-                error_message(
-                    message.id,
-                    InvalidRequest(
-                        f"too many requests running on this connection (max {MAX_IN_FLIGHT})"
-                    ),
-                )
+        if len(self._tasks) >= self.max_in_flight:
+            too_many = InvalidRequest(
+                f"too many requests in flight on this connection: at most {self.max_in_flight}"
+                " (server.websocket.max_in_flight)",
+                code="too_many_requests_in_flight",
             )
+            await self.send(error_message(message.id, too_many))
             return
         request_id = message.id
         task = asyncio.create_task(self._run(request_id, message.body, time.perf_counter()))
@@ -221,7 +227,7 @@ async def _serve(connection: _Connection, websocket: WebSocket) -> None:
     while True:
         if connection.tenant is None:
             try:
-                async with asyncio.timeout(AUTH_TIMEOUT_S):
+                async with asyncio.timeout_at(connection.auth_deadline):
                     received = await websocket.receive()
             except TimeoutError:
                 late = AuthenticationFailed(
@@ -234,7 +240,7 @@ async def _serve(connection: _Connection, websocket: WebSocket) -> None:
         if received["type"] == "websocket.disconnect":
             return
         raw = received.get("text") or received.get("bytes") or b""
-        if len(raw) > connection.max_message_bytes:  # the HTTP body limit, per message
+        if _size(raw) > connection.max_message_bytes:  # the HTTP body limit, per message
             too_large = BodyTooLarge(
                 f"the message is larger than {connection.max_message_bytes} bytes"
             )
@@ -267,6 +273,13 @@ async def _serve(connection: _Connection, websocket: WebSocket) -> None:
         else:
             connection.cancel(message.id)
         first = False
+
+
+def _size(raw: str | bytes) -> int:
+    """A message's size in bytes (a text frame's UTF-8, as it came over the wire)."""
+    if isinstance(raw, bytes):
+        return len(raw)
+    return len(raw.encode("utf-8", "surrogatepass"))
 
 
 async def _refuse(connection: _Connection, websocket: WebSocket, error: NearlineError) -> None:
