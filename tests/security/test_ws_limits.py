@@ -40,13 +40,17 @@ async def test_junk_does_not_keep_an_unauthenticated_socket_open(make_gateway):
         server={"websocket": {"auth_timeout_s": 1.0}},
     )
     started = time.monotonic()
+
+    async def junk_until_closed(socket: ClientConnection) -> None:
+        while time.monotonic() - started < 5:  # junk every 0.3 s, well inside the timeout
+            await socket.send("not json")
+            error = await receive(socket)
+            assert error["type"] == "error"
+            await asyncio.sleep(0.3)
+
     async with connect(gateway.ws) as socket:
         with pytest.raises(ConnectionClosed):
-            while time.monotonic() - started < 5:  # junk every 0.3 s, well inside the timeout
-                await socket.send("not json")
-                error = await receive(socket)
-                assert error["type"] == "error"
-                await asyncio.sleep(0.3)
+            await junk_until_closed(socket)
     assert time.monotonic() - started < 3
     assert socket.close_code == 1008
 
