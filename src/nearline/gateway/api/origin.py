@@ -75,7 +75,7 @@ class BrowserGuard:
         allowed_hosts: Sequence[str] = (),
         allowed_origins: Sequence[str] = (),
     ) -> None:
-        self._app = with_cors(app, allowed_origins)
+        self._app = with_cors(JsonBodies(app), allowed_origins)  # a 415 carries CORS too
         self._hosts = {host.lower() for host in allowed_hosts}
         self._origins = {origin.lower().rstrip("/") for origin in allowed_origins}
 
@@ -104,12 +104,6 @@ class BrowserGuard:
             return OriginNotAllowed(
                 f"requests from pages at {origin!r} are not allowed (server.allowed_origins)"
             )
-        if scope["type"] == "http" and _has_body(scope["method"], headers):
-            media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-            if media_type != "application/json":
-                return UnsupportedMediaType(
-                    "the request body must be JSON (Content-Type: application/json)"
-                )
         return None
 
     def host_allowed(self, host: str, port: int | None) -> bool:
@@ -129,6 +123,25 @@ class BrowserGuard:
         return (
             parts.scheme in ("http", "https") and host is not None and parts.netloc == host.lower()
         )
+
+
+class JsonBodies:
+    """Refuse a request body that is not ``application/json`` with a 415."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+            if _has_body(scope["method"], headers) and media_type != "application/json":
+                refused = UnsupportedMediaType(
+                    "the request body must be JSON (Content-Type: application/json)"
+                )
+                await _refuse(send, refused)
+                return
+        await self._app(scope, receive, send)
 
 
 def _split_host(host: str) -> tuple[str, int | None]:
