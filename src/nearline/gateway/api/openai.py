@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from nearline.core.errors import InvalidRequest, NearlineError
-from nearline.core.request import ChatRequest
+from nearline.core.request import ChatRequest, request_body_schema
 from nearline.gateway.api.responses import SSE_HEADERS, JSONBody
 from nearline.gateway.api.state import app_state
 from nearline.gateway.serving.pipeline import Answer
@@ -69,7 +69,17 @@ def request_tenant(request: Request) -> Tenant:
     return app_state(request).keyring.tenant_for(request.headers.get("authorization"))
 
 
-@router.post("/v1/chat/completions")
+# The route reads the raw body (orjson, bounds, one parse for HTTP and WebSocket), so FastAPI
+# cannot see its model: the request body's schema is published by hand.
+_CHAT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": request_body_schema()}},
+    }
+}
+
+
+@router.post("/v1/chat/completions", openapi_extra=_CHAT_BODY)
 async def chat_completions(request: Request) -> Response:
     received_at = time.perf_counter()
     state = app_state(request)
