@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nearline.embed import Embedder
+from nearline.embed import Embedder, EmbeddingBatcher
 from nearline.gateway.cache.guard import Mismatch, NearMissGuard
-from nearline.gateway.cache.semantic import SemanticThresholds
+from nearline.gateway.cache.semantic import SemanticCache, SemanticThresholds
 
 HARD_NEGATIVES = [
     ("How do I convert 5 km to miles?", "How do I convert 5 miles to km?", Mismatch.UNIT),
@@ -44,6 +44,48 @@ HARD_NEGATIVES = [
      "What are the disadvantages of nuclear energy?", Mismatch.OPPOSITE),
     ("What is the best way to learn Spanish?",
      "What is the worst way to learn Spanish?", Mismatch.OPPOSITE),
+]  # fmt: skip
+
+# Issue 18 point 4: blind spots measured on the shipped guard, each a regression test.
+BLIND_SPOTS = [
+    # who does what to whom: the order around any verb, not only to/than/into/over
+    ("Why do Poles dislike Russians?", "Why do Russians dislike Poles?", Mismatch.ORDER),
+    ("What percentage of terrorists are Muslim?",
+     "What percentage of Muslims are terrorists?", Mismatch.ORDER),
+    ("Do cats chase dogs?", "Do dogs chase cats?", Mismatch.ORDER),
+    ("Why does India hate Pakistan?", "Why does Pakistan hate India?", Mismatch.ORDER),
+    # opposite pairs the list did not have
+    ("How do I cook an egg with a soft yolk?",
+     "How do I cook an egg with a hard yolk?", Mismatch.OPPOSITE),
+    ("How long should I boil a soft-boiled egg?",
+     "How long should I boil a hard-boiled egg?", Mismatch.OPPOSITE),
+    ("Why are rich countries getting richer?",
+     "Why are poor countries getting richer?", Mismatch.OPPOSITE),
+    ("How do I build strong muscles?", "How do I build weak muscles?", Mismatch.OPPOSITE),
+    ("Which foods are high in iron?", "Which foods are low in iron?", Mismatch.OPPOSITE),
+    ("Is it better to upload or not?", "Is it better to download or not?", Mismatch.OPPOSITE),
+    # a different kind of answer: a time (decade, year) is not a person
+    ("In which decade was the polio vaccine developed?",
+     "Who developed the polio vaccine?", Mismatch.QUESTION_TYPE),
+    ("In what year was penicillin discovered?",
+     "Who discovered penicillin?", Mismatch.QUESTION_TYPE),
+    ("What year did the Titanic sink?", "Where did the Titanic sink?", Mismatch.QUESTION_TYPE),
+    ("Which country invented paper?", "Who invented paper?", Mismatch.QUESTION_TYPE),
+]  # fmt: skip
+
+# Spellings of one name are one entity: they must not block a true duplicate.
+SPELLING_VARIANTS = [
+    ("Why do so many people hate Hilary Clinton?",
+     "Why do so many people hate Hillary Clinton?"),
+    ("What is the best time to visit Sweeden?", "What is the best time to visit Sweden?"),
+    ("How do I learn Tensorflow?", "How do I learn TensorFlow?"),
+]  # fmt: skip
+
+# ... while names that differ by a letter or two and are other entities still differ.
+DIFFERENT_NAMES = [
+    ("What is the capital of Austria?", "What is the capital of Australia?"),
+    ("Is Iran a safe country to visit?", "Is Iraq a safe country to visit?"),
+    ("What is the population of Niger?", "What is the population of Nigeria?"),
 ]  # fmt: skip
 
 PARAPHRASES = [
@@ -85,8 +127,47 @@ def test_paraphrases_pass(query: str, cached: str) -> None:
 
 
 def test_the_guard_is_symmetric_on_the_hard_negatives() -> None:
-    for query, cached, _ in HARD_NEGATIVES:
+    for query, cached, _ in HARD_NEGATIVES + BLIND_SPOTS:
         assert not guard.check(cached, query).accepted
+
+
+@pytest.mark.parametrize(("query", "cached", "kind"), BLIND_SPOTS)
+def test_blind_spots_are_rejected_for_the_right_reason(
+    query: str, cached: str, kind: Mismatch
+) -> None:
+    verdict = guard.check(query, cached)
+
+    assert kind in verdict.reasons, verdict.details
+
+
+@pytest.mark.parametrize(("query", "cached"), SPELLING_VARIANTS)
+def test_spelling_variants_of_one_name_do_not_block_a_duplicate(query: str, cached: str) -> None:
+    verdict = guard.check(query, cached)
+
+    assert verdict.accepted, verdict.details
+
+
+@pytest.mark.parametrize(("query", "cached"), DIFFERENT_NAMES)
+def test_names_a_letter_or_two_apart_are_still_different_entities(query: str, cached: str) -> None:
+    assert Mismatch.ENTITY in guard.check(query, cached).reasons
+
+
+@pytest.mark.parametrize(
+    ("cached", "asked"),
+    [
+        ("Who developed the polio vaccine?", "In which decade was the polio vaccine developed?"),
+        ("Who discovered penicillin?", "In what year was penicillin discovered?"),
+    ],
+)
+async def test_the_near_band_does_not_offer_another_question_types_answer(
+    batcher: EmbeddingBatcher, cached: str, asked: str
+) -> None:
+    async with SemanticCache(batcher) as cache:
+        await cache.store("t|m|p", cached, b"an answer about a person", ttl_s=60)
+
+        match = await cache.lookup("t|m|p", asked)
+
+    assert match is None
 
 
 def test_similarity_alone_would_offer_most_hard_negatives(embedder: Embedder) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -109,6 +110,14 @@ _OPPOSITES = (
     ("east", "west"), ("up", "down"), ("in", "out"), ("good", "bad"), ("easy", "hard"),
     ("fast", "slow"), ("old", "new"), ("early", "late"), ("love", "hate"),
     ("similar", "differ"), ("similarities", "differences"), ("similarity", "difference"),
+    ("soft", "hard"), ("softer", "harder"), ("rich", "poor"), ("richest", "poorest"),
+    ("strong", "weak"), ("stronger", "weaker"), ("high", "low"), ("higher", "lower"),
+    ("wet", "dry"), ("thick", "thin"), ("heavy", "light"), ("long", "short"),
+    ("longest", "shortest"), ("young", "old"), ("youngest", "oldest"), ("above", "below"),
+    ("inside", "outside"), ("upload", "download"), ("input", "output"), ("pass", "fail"),
+    ("success", "failure"), ("accept", "reject"), ("rise", "fall"), ("gain", "lose"),
+    ("push", "pull"), ("introvert", "extrovert"), ("optimist", "pessimist"),
+    ("always", "never"), ("safe", "dangerous"), ("healthy", "unhealthy"),
 )  # fmt: skip
 
 # Words that make the order of what surrounds them matter ("X better than Y", "X to Y").
@@ -120,6 +129,19 @@ _ANSWER_TYPES = {
     "why": "reason", "when": "time", "where": "place", "who": "person", "whom": "person",
     "whose": "person",
 }  # fmt: skip
+# "what/which <noun>" that names the kind of answer ("in which decade", "what year").
+_TYPED_NOUNS = {
+    "year": "time", "years": "time", "decade": "time", "century": "time", "month": "time",
+    "date": "time", "day": "time", "era": "time", "age": "time", "period": "time",
+    "country": "place", "countries": "place", "city": "place", "cities": "place",
+    "place": "place", "places": "place", "state": "place", "continent": "place",
+    "town": "place", "region": "place", "location": "place", "planet": "place",
+    "percentage": "quantity", "percent": "quantity", "number": "quantity",
+    "amount": "quantity",
+}  # fmt: skip
+_PARTICLES = frozenset({"in", "up"})
+# Words that join two things without ordering them ("Canon or Nikon", "A and B").
+_SYMMETRIC_JOINS = frozenset({"and", "or", "nor", "vs", "versus", "between", "with", "&", ","})
 
 _STOPWORDS = frozenset(
     {"a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does",
@@ -157,6 +179,7 @@ class QuestionFacts:
     units: tuple[str, ...]
     relations: tuple[tuple[str, frozenset[str], frozenset[str]], ...]
     answer_type: str | None
+    sequence: tuple[str, ...] = field(default=(), compare=False)  # the tokens, as written
 
 
 def _normalise_number(token: str) -> str:
@@ -235,23 +258,19 @@ def extract_facts(text: str) -> QuestionFacts:
         units=tuple(units),
         relations=_relations(lowered),
         answer_type=_answer_type(lowered),
+        sequence=tuple(tokens),
     )
 
 
 def _answer_type(lowered: list[str]) -> str | None:
     for position, word in enumerate(lowered):
+        following = lowered[position + 1] if position + 1 < len(lowered) else ""
         if word in _ANSWER_TYPES:
             return _ANSWER_TYPES[word]
-        if (
-            word == "how"
-            and position + 1 < len(lowered)
-            and lowered[position + 1]
-            in {
-                "many",
-                "much",
-            }
-        ):
+        if word == "how" and following in {"many", "much"}:
             return "quantity"
+        if word in {"what", "which"} and following in _TYPED_NOUNS:
+            return _TYPED_NOUNS[following]
     return None
 
 
@@ -283,10 +302,58 @@ def _swapped(a: QuestionFacts, b: QuestionFacts) -> str | None:
     return None
 
 
+_PREPOSITIONS = frozenset(
+    {"of", "in", "on", "at", "for", "from", "by", "about", "with", "without", "to", "into",
+     "than", "over", "under", "near", "around", "like", "as", "via", "per", "through"}
+)  # fmt: skip
+
+
+def _role_reversal(tokens_a: Sequence[str], tokens_b: Sequence[str]) -> str | None:
+    """Two things that trade places around one word both questions put tightly between
+    them ("Poles dislike Russians" / "Russians dislike Poles", "terrorists are Muslim" /
+    "Muslims are terrorists"). The two must look like who-or-what (a name or a plural);
+    the word between them may be any but a preposition or a join ("Canon or Nikon")."""
+    found_a = _agent_triples(tokens_a)
+    for first, pivot, second in _agent_triples(tokens_b):
+        if (second, pivot, first) in found_a and first != second:
+            return f"{second} {pivot} {first} reversed"
+    return None
+
+
+def _names_someone(token: str, index: int) -> bool:
+    """A name inside the sentence ("Poles") or a plural ("terrorists")."""
+    named = token[0].isupper() and index > 0
+    return named or (len(token) > 3 and _stem(token) != token.lower())
+
+
+def _agent_triples(tokens: Sequence[str]) -> set[tuple[str, str, str]]:
+    """(X, P, Y) for X [one filler word] P [one filler word] Y, X and Y names or plurals."""
+    lowered = [token.lower() for token in tokens]
+    agents = {
+        index
+        for index, token in enumerate(tokens)
+        if lowered[index] not in _STOPWORDS and token.isalpha() and _names_someone(token, index)
+    }
+    triples: set[tuple[str, str, str]] = set()
+    for x in agents:
+        for pivot in range(x + 1, min(x + 3, len(tokens))):
+            word = lowered[pivot]
+            if word in _PREPOSITIONS or word in _SYMMETRIC_JOINS or pivot in agents:
+                continue
+            for y in range(pivot + 1, min(pivot + 3, len(tokens))):
+                if y in agents and not _SYMMETRIC_JOINS & set(lowered[x + 1 : y]):
+                    triples.add((_stem(tokens[x]), _stem(word), _stem(tokens[y])))
+    return triples
+
+
 def _opposite_swaps(a: QuestionFacts, b: QuestionFacts, text_a: str, text_b: str) -> list[str]:
     swaps = []
-    lower_a, lower_b = f" {text_a.lower()} ", f" {text_b.lower()} "
+    words_a = " " + " ".join(re.findall(r"[a-z]+", text_a.lower())) + " "
+    words_b = " " + " ".join(re.findall(r"[a-z]+", text_b.lower())) + " "
+    spaced_a, spaced_b = f" {text_a.lower()} ", f" {text_b.lower()} "
     for left, right in _OPPOSITES:
+        # particles ("play out", "zoom in") only count as words standing alone
+        lower_a, lower_b = (spaced_a, spaced_b) if left in _PARTICLES else (words_a, words_b)
         left_a, right_a = f" {left} " in lower_a, f" {right} " in lower_a
         left_b, right_b = f" {left} " in lower_b, f" {right} " in lower_b
         if (left_a and not left_b and right_b and not right_a) or (
@@ -322,11 +389,44 @@ class NearMissGuard:
                              self.policy)  # fmt: skip
 
 
+def _edit_distance(a: str, b: str, limit: int) -> int:
+    """Levenshtein distance with adjacent transpositions, or ``limit + 1`` if above it."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, char_b in enumerate(b, 1):
+            current[j] = min(
+                previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)
+            )
+            if i > 1 and j > 1 and char_a == b[j - 2] and a[i - 2] == char_b:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def spelling_variants(a: str, b: str) -> bool:
+    """Whether two names are spellings of one ("Hillary"/"Hilary", "Sweden"/"Sweeden"):
+    one edit apart from 5 letters on, two from 8 ("Iran"/"Iraq", "Austria"/"Australia"
+    stay different), and neither a prefix of the other ("Niger"/"Nigeria", "Stone"/"Stoned",
+    "India"/"Indian" are other words)."""
+    shorter = min(len(a), len(b))
+    if shorter < 5 or a[0] != b[0] or a.startswith(b) or b.startswith(a):
+        return False
+    limit = 2 if shorter >= 8 else 1
+    return _edit_distance(a, b, limit) <= limit
+
+
 def _entity_substitution(a: QuestionFacts, b: QuestionFacts) -> tuple[set[str], set[str]]:
-    """Entities of each side that the other side does not mention at all."""
+    """Entities of each side that the other side does not mention at all (a spelling
+    variant of a word on the other side counts as a mention)."""
     only_a = {entity for entity in a.entities if entity not in b.words}
     only_b = {entity for entity in b.entities if entity not in a.words}
-    return only_a, only_b
+    variants_a = {e for e in only_a if any(spelling_variants(e, w) for w in b.words)}
+    variants_b = {e for e in only_b if any(spelling_variants(e, w) for w in a.words)}
+    return only_a - variants_a, only_b - variants_b
 
 
 def compare_facts(
@@ -349,7 +449,7 @@ def compare_facts(
         if only_a and only_b:
             reasons.append(Mismatch.ENTITY)
             details.append(f"entities {sorted(only_a)} vs {sorted(only_b)}")
-    if policy.order and (swap := _swapped(a, b)) is not None:
+    if policy.order and (swap := _swapped(a, b) or _role_reversal(a.sequence, b.sequence)):
         reasons.append(Mismatch.ORDER)
         details.append(swap)
     if (
