@@ -55,6 +55,8 @@ class WorkerSettings(_Strict):
     rabbitmq_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", pattern=r"^amqps?://")
     consumer_name: str | None = None  # default: <hostname>-<pid>
     reclaim_idle_ms: int = Field(default=30_000, ge=10)
+    # a consumer idle this long and holding no entries is removed from its group (null: never)
+    dead_consumer_retention_s: int | None = Field(default=3600, ge=1)
     # bound on every stream a producer writes (not the worker's results and dead letters)
     stream_max_len: int | None = Field(default=None, ge=1)
     stream_bounds: dict[str, int] = Field(default_factory=dict)  # per-stream bounds

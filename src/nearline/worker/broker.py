@@ -202,6 +202,32 @@ class Consumer(Protocol):
 
 
 @runtime_checkable
+class Leasing(Protocol):
+    """Optional for a ``Consumer``: brokers that reclaim entries idle for ``reclaim_idle_ms``
+    (in-process, Redis Streams) let a live consumer extend its claim on the entries in hand,
+    so a batch slower than ``reclaim_idle_ms`` is never taken over. The worker calls it every
+    third of ``reclaim_idle_ms`` while it holds entries. Brokers that only give entries back
+    when their consumer dies (RabbitMQ, Kafka) need not implement it."""
+
+    async def extend(self, ids: Sequence[str]) -> None:
+        """Reset the idle time of those of ``ids`` this consumer still holds (not a delivery)."""
+        ...
+
+
+@runtime_checkable
+class ForgetsConsumers(Protocol):
+    """Optional for a ``Broker`` whose groups remember every consumer that ever read (Redis
+    Streams): removing the ones gone for good keeps the group from filling with the dead."""
+
+    async def remove_idle_consumers(
+        self, stream: str, group: str, idle_ms: int, keep: Sequence[str] = ()
+    ) -> list[str]:
+        """Remove the consumers of ``group`` idle longer than ``idle_ms`` that hold no entries
+        (never those named in ``keep``), atomically; returns their names."""
+        ...
+
+
+@runtime_checkable
 class Broker(Protocol):
     """Streams with consumer groups, idempotent publishing, bounds and tailing."""
 

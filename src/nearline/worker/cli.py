@@ -89,6 +89,7 @@ async def _serve_worker(settings: Any, http_port: int | None) -> int:
     options = WorkerOptions(
         consumer_name=settings.worker.consumer_name or "",
         reclaim_idle_ms=settings.worker.reclaim_idle_ms,
+        dead_consumer_retention_s=settings.worker.dead_consumer_retention_s,
         shutdown_grace_s=settings.worker.shutdown_grace_ms / 1000,
         output_full_wait_s=settings.worker.output_full_wait_ms / 1000,
     )

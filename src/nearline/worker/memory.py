@@ -273,5 +273,12 @@ class MemoryConsumer:
                 pending.delivered_at = 0.0
         self._log.notify()
 
+    async def extend(self, ids: Sequence[str]) -> None:
+        now = time.monotonic()
+        for entry_id in ids:
+            pending = self._group.pending.get(entry_id)
+            if pending is not None and pending.consumer == self._name and pending.delivered_at:
+                pending.delivered_at = now
+
     async def aclose(self) -> None:
         self._closed = True

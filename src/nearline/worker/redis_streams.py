@@ -12,6 +12,9 @@
 * Reclaim: a consumer looks for entries idle longer than its reclaim timeout in the group's
   pending list (``XPENDING ... IDLE``) and claims them (``XCLAIM``), which counts a delivery.
   ``retry`` marks entries as long idle so the next read of any consumer claims them.
+* Leases: ``extend`` resets the idle time of the entries a consumer still owns (``XCLAIM ...
+  JUSTID`` in a script that checks the owner), so a live consumer's slow batch is not taken
+  over; ``remove_idle_consumers`` drops consumers idle past a retention that hold nothing.
 
 Redis errors are translated once, here, into ``BrokerError``.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -98,6 +102,43 @@ end
 return acked
 """
 
+# ARGV: group, consumer, JSON array of ids: the ids this consumer still holds get their idle
+# time reset (XCLAIM ... JUSTID counts no delivery); one taken over meanwhile stays taken
+_EXTEND_SCRIPT = """
+local group, name = ARGV[1], ARGV[2]
+local ids = cjson.decode(ARGV[3])
+local mine = {}
+for i = 1, #ids do
+  local pending = redis.call('XPENDING', KEYS[1], group, ids[i], ids[i], 1)
+  if pending[1] and pending[1][2] == name then mine[#mine + 1] = ids[i] end
+end
+for start = 1, #mine, 1000 do
+  local claim = {'XCLAIM', KEYS[1], group, name, 0}
+  for i = start, math.min(start + 999, #mine) do claim[#claim + 1] = mine[i] end
+  claim[#claim + 1] = 'JUSTID'
+  redis.call(unpack(claim))
+end
+return #mine
+"""
+
+# ARGV: group, idle ms, then names to keep: removes consumers idle longer that hold nothing
+# (atomic: a consumer that reads in between is not removed with its entries)
+_FORGET_SCRIPT = """
+local group, idle_ms = ARGV[1], tonumber(ARGV[2])
+local keep = {}
+for i = 3, #ARGV do keep[ARGV[i]] = true end
+local removed = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], group)) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info['pending'] == 0 and info['idle'] > idle_ms and not keep[info['name']] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], group, info['name'])
+    removed[#removed + 1] = info['name']
+  end
+end
+return removed
+"""
+
 
 @contextmanager
 def _boundary(what: str) -> Iterator[None]:
@@ -143,6 +184,8 @@ class RedisStreamsBroker:
         self._dedupe_ttl_s = dedupe_ttl_s
         self._publish = client.register_script(_PUBLISH_SCRIPT)
         self._ack = client.register_script(_ACK_SCRIPT)
+        self._extend = client.register_script(_EXTEND_SCRIPT)
+        self._forget = client.register_script(_FORGET_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, bound: StreamBound | None = None) -> RedisStreamsBroker:
@@ -192,7 +235,21 @@ class RedisStreamsBroker:
     def consumer(
         self, stream: str, group: str, name: str, *, reclaim_idle_ms: int = 30_000
     ) -> RedisConsumer:
-        return RedisConsumer(self._redis, self._ack, stream, group, name, reclaim_idle_ms)
+        scripts = _Scripts(self._ack, self._extend)
+        return RedisConsumer(self._redis, scripts, stream, group, name, reclaim_idle_ms)
+
+    async def remove_idle_consumers(
+        self, stream: str, group: str, idle_ms: int, keep: Sequence[str] = ()
+    ) -> list[str]:
+        try:
+            removed: Any = await self._forget(keys=[stream], args=[group, idle_ms, *keep])
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                return []
+            raise BrokerError(f"redis remove_idle_consumers failed: {exc}") from exc
+        except RedisError as exc:
+            raise BrokerError(f"redis remove_idle_consumers failed: {exc}") from exc
+        return [_text(name) for name in removed]
 
     async def _groups(self, stream: str) -> list[dict[str, Any]]:
         with _boundary("xinfo groups"):
@@ -277,18 +334,24 @@ class RedisStreamsBroker:
         await self._redis.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class _Scripts:
+    ack: AsyncScript
+    extend: AsyncScript
+
+
 class RedisConsumer:
     def __init__(
         self,
         client: redis.Redis,
-        ack_script: AsyncScript,
+        scripts: _Scripts,
         stream: str,
         group: str,
         name: str,
         reclaim_idle_ms: int,
     ) -> None:
         self._redis = client
-        self._ack_script = ack_script
+        self._scripts = scripts
         self._stream = stream
         self._group = group
         self._name = name
@@ -347,7 +410,7 @@ class RedisConsumer:
     async def ack(self, ids: Sequence[str]) -> None:
         if len(ids) > _PLAIN_ACK_MAX:
             with _boundary("xack"):
-                await self._ack_script(keys=[self._stream], args=[self._group, orjson.dumps(ids)])
+                await self._scripts.ack(keys=[self._stream], args=[self._group, orjson.dumps(ids)])
         elif ids:
             with _boundary("xack"):
                 await self._redis.xack(self._stream, self._group, *ids)
@@ -365,6 +428,12 @@ class RedisConsumer:
                     justid=True,
                 )
             self._next_reclaim_at = 0.0
+
+    async def extend(self, ids: Sequence[str]) -> None:
+        if ids:
+            with _boundary("extend"):
+                args: list[str | bytes] = [self._group, self._name, orjson.dumps(list(ids))]
+                await self._scripts.extend(keys=[self._stream], args=args)
 
     async def aclose(self) -> None:
         return None

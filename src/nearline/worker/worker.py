@@ -35,7 +35,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from nearline.worker.batch import Outcome, dead, handle_batch
-from nearline.worker.broker import Broker, BrokerError, Consumer, Entry, Message, StreamFull
+from nearline.worker.broker import (
+    Broker,
+    BrokerError,
+    Consumer,
+    Entry,
+    ForgetsConsumers,
+    Leasing,
+    Message,
+    StreamFull,
+)
 from nearline.worker.metrics import WorkerMetrics
 from nearline.worker.pipeline import Pipeline
 from nearline.worker.runner import HandlerRunner
@@ -64,6 +73,34 @@ class WorkerOptions:
     trim_acknowledged: bool = True
     shutdown_grace_s: float = 10.0  # after stop(): how long batches in hand may take
     output_full_wait_s: float = 30.0  # a full results stream: wait, then give the batch back
+    # a consumer of a group idle this long and holding nothing is removed (None: never)
+    dead_consumer_retention_s: float | None = 3600.0
+
+
+class _Lease:
+    """Keeps a consumer's claim on the entries in hand (``Leasing``), extended every third of
+    ``reclaim_idle_ms``, so a batch slower than that is never taken over by a live consumer."""
+
+    def __init__(self, consumer: Consumer, reclaim_idle_ms: int, pipeline: str) -> None:
+        self.held: list[str] = []
+        self._consumer = consumer if isinstance(consumer, Leasing) else None
+        self._every_s = max(0.01, reclaim_idle_ms / 3000)
+        self._pipeline = pipeline
+
+    def release(self) -> None:
+        self.held = []
+
+    async def keep(self) -> None:
+        if self._consumer is None:
+            return
+        while True:
+            await asyncio.sleep(self._every_s)
+            if not self.held:
+                continue
+            try:
+                await self._consumer.extend(list(self.held))
+            except BrokerError as exc:
+                logger.warning("pipeline %s: extending the lease failed: %s", self._pipeline, exc)
 
 
 class Worker:
@@ -111,7 +148,7 @@ class Worker:
         tasks: set[asyncio.Task[None]] = set()
         for pipeline in self.pipelines:
             for index in range(pipeline.concurrency):
-                name = f"{self._consumer_name}-{pipeline.name}-{index}"
+                name = self._member(pipeline, index)
                 tasks.add(asyncio.create_task(self._guard(name, self._consume(pipeline, name))))
         tasks.add(asyncio.create_task(self._guard("housekeeping", self._housekeeping())))
         self.started.set()
@@ -127,6 +164,9 @@ class Worker:
             raise WorkerCrashed(f"worker task {name} failed: {error!r}") from error
         logger.info("worker %s stopped", self._consumer_name)
 
+    def _member(self, pipeline: Pipeline, index: int) -> str:
+        return f"{self._consumer_name}-{pipeline.name}-{index}"
+
     async def _guard(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         """Run one task of the worker; an unexpected error stops the whole worker, loudly."""
         try:
@@ -135,6 +175,15 @@ class Worker:
             logger.exception("worker task %s failed; stopping the worker", name)
             if self._crash is None:
                 self._crash = (name, exc)
+            self.stop()
+
+    def _lease_ended(self, name: str, task: asyncio.Task[None]) -> None:
+        """A lease keeper ends only when cancelled; an error in it stops the worker, loudly."""
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            logger.error("worker task %s failed; stopping the worker", name, exc_info=error)
+            if self._crash is None:
+                self._crash = (name, error)
             self.stop()
 
     async def _wind_down(self, tasks: set[asyncio.Task[None]]) -> None:
@@ -162,15 +211,19 @@ class Worker:
         )
         runner = HandlerRunner(pipeline.handler, pipeline.handler_timeout_ms, name)
         self._runners.append(runner)
+        lease = _Lease(consumer, self.options.reclaim_idle_ms, pipeline.name)
+        keeping = asyncio.create_task(lease.keep())
+        keeping.add_done_callback(lambda task: self._lease_ended(f"{name}-lease", task))
         in_hand: list[Entry] = []
         try:
             while not self._stopping.is_set():
                 try:
-                    in_hand = await collect_batch(consumer, pipeline)
+                    in_hand = await collect_batch(consumer, pipeline, lease.held)
                     if in_hand:
-                        await self._process(consumer, pipeline, runner, in_hand)
+                        await self._process(consumer, pipeline, runner, in_hand, lease)
                     in_hand = []
                 except BrokerError as exc:
+                    lease.release()
                     logger.warning(
                         "pipeline %s: %s; retrying in %gs", pipeline.name, exc, _BROKER_RETRY_S
                     )
@@ -181,6 +234,7 @@ class Worker:
                     await asyncio.wait_for(consumer.retry([e.id for e in in_hand]), _GIVE_BACK_S)
             raise
         finally:
+            keeping.cancel()
             runner.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.aclose(), _GIVE_BACK_S)
@@ -191,7 +245,12 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _process(
-        self, consumer: Consumer, pipeline: Pipeline, runner: HandlerRunner, batch: list[Entry]
+        self,
+        consumer: Consumer,
+        pipeline: Pipeline,
+        runner: HandlerRunner,
+        batch: list[Entry],
+        lease: _Lease,
     ) -> None:
         started = time.perf_counter()
         outcome = await handle_batch(pipeline, batch, self.metrics, runner, self._stopping)
@@ -207,6 +266,7 @@ class Worker:
             refused = {str(letter.data["source_id"]) for letter in outcome.dead}
             outcome.done = [i for i in outcome.done if i not in refused]
             outcome.retry += sorted(refused)
+        lease.release()  # from here on they are acknowledged or given back (to be reclaimed)
         await consumer.ack(outcome.done)
         if outcome.retry:
             await consumer.retry(outcome.retry)
@@ -273,20 +333,46 @@ class Worker:
                     )
                     if self.options.trim_acknowledged:
                         await self.broker.trim_acknowledged(pipeline.source)
+                    await self._forget_dead_consumers(pipeline)
                 except BrokerError as exc:
                     logger.warning("housekeeping of %s: %s", pipeline.name, exc)
             await self._pause(self.options.housekeeping_every_s)
 
+    async def _forget_dead_consumers(self, pipeline: Pipeline) -> None:
+        retention_s = self.options.dead_consumer_retention_s
+        if retention_s is None or not isinstance(self.broker, ForgetsConsumers):
+            return
+        ours = [self._member(pipeline, index) for index in range(pipeline.concurrency)]
+        removed = await self.broker.remove_idle_consumers(
+            pipeline.source, pipeline.group_name, int(retention_s * 1000), keep=ours
+        )
+        for name in removed:
+            logger.info(
+                "pipeline %s: removed consumer %s from group %s (idle over %gs, holding nothing)",
+                pipeline.name,
+                name,
+                pipeline.group_name,
+                retention_s,
+            )
 
-async def collect_batch(consumer: Consumer, pipeline: Pipeline) -> list[Entry]:
-    """Up to ``max_batch`` entries, waiting no longer than the first one's window."""
+
+async def collect_batch(
+    consumer: Consumer, pipeline: Pipeline, held: list[str] | None = None
+) -> list[Entry]:
+    """Up to ``max_batch`` entries, waiting no longer than the first one's window (their ids
+    are added to ``held`` as they come, for the lease)."""
     batch = await consumer.read(pipeline.max_batch, block_ms=_POLL_MS)
     if not batch:
         return batch
+    if held is not None:
+        held.extend(entry.id for entry in batch)
     window_ends_ms = batch[0].published_ms + pipeline.window_ms
     while len(batch) < pipeline.max_batch:
         remaining_ms = window_ends_ms - time.time() * 1000
         if remaining_ms < 1:
             break
-        batch += await consumer.read(pipeline.max_batch - len(batch), block_ms=int(remaining_ms))
+        more = await consumer.read(pipeline.max_batch - len(batch), block_ms=int(remaining_ms))
+        if held is not None:
+            held.extend(entry.id for entry in more)
+        batch += more
     return batch
