@@ -220,10 +220,17 @@ class Gateway:
                     return float(sample.value)
         return 0.0
 
+    def idle(self) -> bool:
+        """No request in flight and no background work in the pipeline (refreshes, prefetches,
+        drafts being stopped)."""
+        state = getattr(self.app.state, "nearline", None)  # none once the lifespan has ended
+        return state is None or (
+            self.server.in_flight() == 0 and len(state.pipeline.background) == 0
+        )
+
     def settle(self, timeout_s: float = 10.0) -> None:
-        """Wait until no request is in flight and the pipeline's background work is done."""
-        background = self.state.pipeline.background
-        eventually(lambda: self.server.in_flight() == 0 and len(background) == 0, timeout_s)
+        """Wait until the gateway is idle."""
+        eventually(self.idle, timeout_s)
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
         """Run ``coroutine`` on the gateway's event loop (e.g. ``request_log.flush()``)."""
@@ -236,18 +243,27 @@ class Gateway:
 
 
 class GatewayFactory:
-    def __init__(self, upstreams: MockUpstreams, exits: ExitStack) -> None:
+    """Starts gateways and fresh mocks; ``close`` stops every one of them.
+
+    A gateway left idle (nothing in flight, no background work) is only *asked* to stop when
+    its test ends and finishes shutting down (its lifespan's ``aclose``s run, in its thread)
+    while the next test runs; ``retired`` waits for each at the end of the session. A gateway
+    still busy is stopped before the next test starts, so it cannot reach a shared mock then.
+    """
+
+    def __init__(self, upstreams: MockUpstreams, retired: list[ExitStack]) -> None:
         self._upstreams = upstreams
-        self._exits = exits
-        self.servers: list[ThreadServer] = []
+        self._retired = retired
+        self._started: list[tuple[ThreadServer, ExitStack, Gateway | None]] = []
 
     def mock(self, behaviour: MockBehaviour = FAST, *, fresh: bool = False) -> Mock:
         """A mock upstream: the session's shared one for ``behaviour``, or (``fresh``) one of
         its own, stopped with this factory (for state of its own: held answers, error draws)."""
         if not fresh:
             return self._upstreams.shared(behaviour)
-        server = self._exits.enter_context(run_in_thread(create_mock_app(behaviour)))
-        self.servers.append(server)
+        exits = ExitStack()
+        server = exits.enter_context(run_in_thread(create_mock_app(behaviour)))
+        self._started.append((server, exits, None))
         return Mock.at(server.url)
 
     def __call__(
@@ -265,36 +281,61 @@ class GatewayFactory:
         models = settings.pop("models", {"m": {"provider": "up", "upstream_model": "mock-1"}})
         config = load_settings(providers=providers, models=models, **settings)
         app = create_app(config, span_exporter=span_exporter)
-        exits = self._exits.enter_context(ExitStack())
+        exits = ExitStack()
         server = exits.enter_context(run_in_thread(app))
-        self.servers.append(server)
-        return Gateway(server, app, config, mock.since(), exits)
+        gateway = Gateway(server, app, config, mock.since(), exits)
+        self._started.append((server, exits, gateway))
+        return gateway
 
     def replicas(self, count: int, upstream: Mock | MockBehaviour | None = None, **settings: Any):
         """``count`` gateways with the same settings in front of the same upstream."""
         mock = upstream if isinstance(upstream, Mock) else self.mock(upstream or FAST)
         return [self(mock, **copy.deepcopy(settings)) for _ in range(count)]
 
+    def close(self) -> None:
+        started, self._started = self._started, []
+        busy = [
+            exits for _, exits, gateway in started if gateway is not None and not gateway.idle()
+        ]
+        for server, _, _ in started:
+            server.stop_soon()  # all shut down at once
+        for exits in reversed(busy):
+            exits.close()  # waits for the shutdown
+        self._retired.extend(exits for _, exits, _ in started if all(exits is not b for b in busy))
+
+
+@pytest.fixture(scope="session")
+def _retired_servers() -> Iterator[list[ExitStack]]:
+    """Servers asked to stop; waited for, in the end, here."""
+    retired: list[ExitStack] = []
+    try:
+        yield retired
+    finally:
+        for exits in retired:
+            exits.close()
+
 
 @pytest.fixture
-def make_gateway(mock_upstreams: MockUpstreams) -> Iterator[GatewayFactory]:
+def make_gateway(
+    mock_upstreams: MockUpstreams, _retired_servers: list[ExitStack]
+) -> Iterator[GatewayFactory]:
     """``make_gateway(upstream=None, *, span_exporter=None, **settings) -> Gateway``; every
     gateway and fresh mock it started is stopped when the test ends."""
-    exits = ExitStack()
-    factory = GatewayFactory(mock_upstreams, exits)
+    factory = GatewayFactory(mock_upstreams, _retired_servers)
     try:
         yield factory
     finally:
-        _stop_together(factory.servers, exits)
+        factory.close()
 
 
 @pytest.fixture(scope="module")
-def make_module_gateway(mock_upstreams: MockUpstreams) -> Iterator[GatewayFactory]:
+def make_module_gateway(
+    mock_upstreams: MockUpstreams, _retired_servers: list[ExitStack]
+) -> Iterator[GatewayFactory]:
     """``make_gateway`` for gateways a whole module shares (isolate tests by tenant/prompt,
     count upstream calls with ``gateway.upstream.since()``)."""
-    exits = ExitStack()
-    factory = GatewayFactory(mock_upstreams, exits)
+    factory = GatewayFactory(mock_upstreams, _retired_servers)
     try:
         yield factory
     finally:
-        _stop_together(factory.servers, exits)
+        factory.close()

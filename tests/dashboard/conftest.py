@@ -38,10 +38,7 @@ def gateway_factory(make_gateway: Any) -> Any:
             cache={"semantic": {"enabled": False}},
             **settings,
         )
-        try:
-            yield started.url
-        finally:
-            started.stop()
+        yield started.url  # stopped with the test
 
     return gateway
 

@@ -72,9 +72,6 @@ def make_stack(make_gateway: Any) -> Any:
             models=models,
             **settings,
         )
-        try:
-            yield Stack(gateway=gateway.url, upstream=gateway.upstream)
-        finally:
-            gateway.stop()
+        yield Stack(gateway=gateway.url, upstream=gateway.upstream)  # stopped with the test
 
     return gateway_stack
