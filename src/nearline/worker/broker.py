@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
@@ -146,6 +146,18 @@ class StreamFull(BrokerError):
         self.retry_after_s = retry_after_s
 
 
+class NoReaders(BrokerError):
+    """No consumer group reads the stream: nothing was written (``on_unread="raise"``)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(
+            f"no consumer group reads stream {stream!r}: nothing would process what is "
+            "published there (a typo in the stream name? the worker not started yet, or its "
+            "group lost in a Redis restart?)"
+        )
+        self.stream = stream
+
+
 def entry_id_ms(entry_id: str) -> int:
     milliseconds, _, _ = entry_id.partition("-")
     return int(milliseconds)
@@ -228,6 +240,17 @@ class ForgetsConsumers(Protocol):
 
 
 @runtime_checkable
+class KnowsReaders(Protocol):
+    """Optional for a ``Broker`` that can count the consumer groups of a stream (in-process,
+    Redis Streams; AMQP cannot list an exchange's queues), for ``publish_patiently`` to tell a
+    producer that nobody reads what it publishes."""
+
+    async def readers(self, stream: str) -> int:
+        """How many consumer groups read ``stream`` now (0 when it does not exist)."""
+        ...
+
+
+@runtime_checkable
 class Broker(Protocol):
     """Streams with consumer groups, idempotent publishing, bounds and tailing."""
 
@@ -274,6 +297,45 @@ class Broker(Protocol):
     async def aclose(self) -> None: ...
 
 
+UnreadPolicy = Literal["warn", "raise", "ignore"]
+_UNREAD_WARN_EVERY_S = 60.0
+
+
+class _UnreadWarnings:
+    """When each stream was last reported as read by no group (once a minute per stream)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def due(self, stream: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(stream, -_UNREAD_WARN_EVERY_S) < _UNREAD_WARN_EVERY_S:
+            return False
+        self._last[stream] = now
+        return True
+
+    def clear(self, stream: str) -> None:
+        self._last.pop(stream, None)
+
+
+_unread_warnings = _UnreadWarnings()
+
+
+async def check_readers(broker: Broker, stream: str, on_unread: UnreadPolicy) -> None:
+    """Tell a producer that no consumer group reads ``stream``: a warning (once a minute per
+    stream) or ``NoReaders``. A broker that cannot count groups (``KnowsReaders``) is not
+    checked."""
+    if on_unread == "ignore" or not isinstance(broker, KnowsReaders):
+        return
+    if await broker.readers(stream) > 0:
+        _unread_warnings.clear(stream)
+        return
+    if on_unread == "raise":
+        raise NoReaders(stream)
+    if _unread_warnings.due(stream):
+        logger.warning("publishing anyway: %s", NoReaders(stream))
+
+
 async def publish_patiently(
     broker: Broker,
     stream: str,
@@ -281,11 +343,16 @@ async def publish_patiently(
     *,
     stop: asyncio.Event | None = None,
     max_wait_s: float | None = None,
+    on_unread: UnreadPolicy = "warn",
 ) -> list[str]:
     """Publish, waiting while ``stream`` is full: how a producer obeys backpressure.
 
-    Re-raises ``StreamFull`` once ``stop`` is set or after ``max_wait_s`` of waiting.
+    Re-raises ``StreamFull`` once ``stop`` is set or after ``max_wait_s`` of waiting. If no
+    consumer group reads ``stream`` (``check_readers``), ``on_unread`` says what happens:
+    ``"warn"`` logs a warning (once a minute per stream) and publishes, ``"raise"`` raises
+    ``NoReaders`` and publishes nothing, ``"ignore"`` does not check.
     """
+    await check_readers(broker, stream, on_unread)
     waited = 0.0
     while True:
         try:

@@ -165,6 +165,10 @@ class MemoryBroker:
             raise KeyError(f"no group {group!r} on stream {stream!r}; call create_group first")
         return MemoryConsumer(log, log.groups[group], name, reclaim_idle_ms / 1000)
 
+    async def readers(self, stream: str) -> int:
+        log = self._streams.get(stream)
+        return 0 if log is None else len(log.groups)
+
     async def group_info(self, stream: str, group: str) -> GroupInfo:
         log = self._stream(stream)
         state = log.groups.get(group)

@@ -21,6 +21,7 @@ Redis errors are translated once, here, into ``BrokerError``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,8 @@ from nearline.worker.broker import (
     decode_payload,
     entry_id_key,
 )
+
+logger = logging.getLogger("nearline.worker.redis")
 
 DATA_FIELD = b"d"
 _GIVEN_BACK_IDLE_MS = 100_000_000_000  # "idle for years": claimable by the next read
@@ -261,6 +264,9 @@ class RedisStreamsBroker:
                 raise
         return groups
 
+    async def readers(self, stream: str) -> int:
+        return len(await self._groups(stream))
+
     async def group_info(self, stream: str, group: str) -> GroupInfo:
         for info in await self._groups(stream):
             if _text(info["name"]) == group:
@@ -390,6 +396,38 @@ class RedisConsumer:
         return entries
 
     async def read(self, count: int, block_ms: int) -> list[Entry]:
+        try:
+            return await self._read(count, block_ms)
+        except BrokerError as exc:
+            cause = str(exc.__cause__ or "")
+            if cause.startswith("NOGROUP"):
+                await self._recreate_group()
+                return []
+            if cause.startswith("UNBLOCKED"):  # the stream was deleted while this read waited
+                return []
+            raise
+
+    async def _recreate_group(self) -> None:
+        """The group vanished (Redis restarted without persistence, the stream deleted):
+        create it again, at the start of what the stream holds, and say so."""
+        try:
+            await self._redis.xgroup_create(self._stream, self._group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):  # another consumer recreated it first
+                return
+            raise BrokerError(f"redis create_group failed: {exc}") from exc
+        except RedisError as exc:
+            raise BrokerError(f"redis create_group failed: {exc}") from exc
+        logger.warning(
+            "consumer group %s of stream %s had vanished (Redis restarted without "
+            "persistence, or the stream was deleted); recreated it, reading from the start of "
+            "what the stream holds",
+            self._group,
+            self._stream,
+        )
+        self._next_reclaim_at = 0.0
+
+    async def _read(self, count: int, block_ms: int) -> list[Entry]:
         reclaimed = await self._reclaim(count)
         if reclaimed:
             return reclaimed
