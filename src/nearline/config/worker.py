@@ -48,10 +48,21 @@ class PipelineSettings(_Strict):
     handler_timeout_ms: int | None = Field(default=60_000, ge=1)
 
 
-class WorkerSettings(_Strict):
-    """How ``nearline worker`` connects and what it runs. Redis' URL is ``redis.url``."""
+class KafkaSettings(_Strict):
+    """The top-level ``kafka:`` section: the cluster ``worker.broker: kafka`` uses (its groups'
+    leases, delivery counts and dedupe keys live in Redis, ``redis.url``)."""
 
-    broker: Literal["memory", "redis", "rabbitmq"] = "memory"
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)  # host:port[,...]
+    partitions: int = Field(default=3, ge=1, le=1000)  # of the topics the worker creates
+    # the data field whose value is a record's key (its partition); null: sticky partitions
+    key_field: str | None = None
+
+
+class WorkerSettings(_Strict):
+    """How ``nearline worker`` connects and what it runs. Redis' URL is ``redis.url``, Kafka's
+    servers the ``kafka:`` section."""
+
+    broker: Literal["memory", "redis", "rabbitmq", "kafka"] = "memory"
     rabbitmq_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", pattern=r"^amqps?://")
     consumer_name: str | None = None  # default: <hostname>-<pid>
     reclaim_idle_ms: int = Field(default=30_000, ge=10)

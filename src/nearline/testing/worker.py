@@ -35,7 +35,7 @@ _RAW_IDS = EntryIds(first_seq=900_000_000)
 
 async def publish_undecodable(broker: Broker, stream: str, payload: bytes = b"not json {") -> str:
     """Append ``payload`` as an entry's data, bypassing JSON encoding (what a foreign producer
-    might write); returns its id. For the in-process, Redis and RabbitMQ brokers."""
+    might write); returns its id. For the in-process, Redis, RabbitMQ and Kafka brokers."""
     from nearline.worker.memory import MemoryBroker
     from nearline.worker.redis_streams import RedisStreamsBroker
 
@@ -49,6 +49,10 @@ async def publish_undecodable(broker: Broker, stream: str, payload: bytes = b"no
         log.payloads.append(payload)
         log.notify()
         return entry_id
+    publish_raw = getattr(broker, "publish_raw", None)  # KafkaBroker
+    if publish_raw is not None:
+        written: str = await publish_raw(stream, payload)
+        return written
     import aio_pika
 
     from nearline.worker.rabbitmq import RabbitMQBroker

@@ -53,7 +53,32 @@ async def open_broker(settings: Settings, kind: str | None = None) -> Broker:
             raise missing_extra("rabbitmq", "worker.broker: 'rabbitmq'", exc) from exc
 
         return await RabbitMQBroker.connect(worker.rabbitmq_url, bound)
-    raise ConfigError(f"worker.broker: unknown broker {kind!r} (memory, redis, rabbitmq)")
+    if kind == "kafka":
+        return await _open_kafka(settings, bound)
+    raise ConfigError(f"worker.broker: unknown broker {kind!r} (memory, redis, rabbitmq, kafka)")
+
+
+async def _open_kafka(settings: Settings, bound: StreamBound) -> Broker:
+    if settings.redis.url is None:
+        raise ConfigError(
+            "worker.broker: 'kafka' needs redis.url too (e.g. redis://127.0.0.1:6379/0): the "
+            "groups' partition leases, delivery counts and dedupe keys live in Redis"
+        )
+    try:
+        from nearline.worker.kafka import KafkaBroker
+    except ModuleNotFoundError as exc:  # aiokafka is the kafka extra
+        from nearline.core.extras import missing_extra
+
+        raise missing_extra("kafka", "worker.broker: 'kafka'", exc) from exc
+
+    kafka = settings.kafka
+    return await KafkaBroker.connect(
+        kafka.bootstrap_servers,
+        settings.redis.url,
+        bound,
+        partitions=kafka.partitions,
+        key_field=kafka.key_field,
+    )
 
 
 def build_pipeline(

@@ -36,7 +36,7 @@ def add_commands(commands: Any) -> None:
     worker.add_argument("--config", type=Path, default=None, help="YAML settings file")
     worker.add_argument(
         "--broker",
-        choices=["memory", "redis", "rabbitmq"],
+        choices=["memory", "redis", "rabbitmq", "kafka"],
         default=None,
         help="override worker.broker",
     )
