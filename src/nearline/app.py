@@ -24,6 +24,8 @@ from nearline.gateway.cache.exact import ExactCache
 from nearline.gateway.cache.exact_store import ExactStore, MemoryExactStore, RedisExactStore
 from nearline.gateway.cache.semantic import SemanticCache, SemanticThresholds
 from nearline.gateway.cache.semantic_store import MemoryStore, RedisStore, SemanticStore
+from nearline.gateway.keys import KeyManager, build_key_manager
+from nearline.gateway.limits import Governor, MemoryCounters, build_counters
 from nearline.gateway.providers.build import build_providers
 from nearline.gateway.routing.build import build_router, provider_reach
 from nearline.gateway.routing.telemetry import RoutingCounters
@@ -85,6 +87,30 @@ def build_request_log(settings: Settings) -> RequestLog | None:
     return RequestLog(sink, buffer_rows=config.buffer_rows, retention_days=config.retention_days)
 
 
+def open_redis(settings: Settings, stack: AsyncExitStack) -> aioredis.Redis | None:
+    """The shared Redis client (``redis.url``), closed with ``stack``."""
+    client = aioredis.from_url(settings.redis.url) if settings.redis.url else None
+    if client is not None:
+        stack.push_async_callback(client.aclose)
+    return client
+
+
+async def build_keys_and_limits(
+    settings: Settings, redis_client: aioredis.Redis | None, stack: AsyncExitStack
+) -> tuple[KeyRing, KeyManager, Governor]:
+    """The key ring, the key store it follows, and the rate limits and budgets over them."""
+    keyring = KeyRing(settings.auth)
+    keys = build_key_manager(settings, keyring)
+    await keys.start()
+    stack.push_async_callback(keys.aclose)
+    counters = build_counters(settings, redis_client)
+    if isinstance(counters, MemoryCounters):
+        counters.seed_spend(await keys.period_spend())  # budgets hold across a restart
+    await counters.start()
+    stack.push_async_callback(counters.aclose)
+    return keyring, keys, Governor(counters, settings.limits, spend_sink=keys.record_spend)
+
+
 def create_app(settings: Settings, span_exporter: SpanExporter | None = None) -> FastAPI:
     """The gateway. ``span_exporter`` receives every finished span (tests, embedding apps)."""
 
@@ -101,9 +127,8 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
                 stack.callback(tracer_provider.shutdown)  # flushes the OTLP exporter
                 tracer = tracer_from(tracer_provider)
             metrics = GatewayMetrics()
-            redis_client = aioredis.from_url(settings.redis.url) if settings.redis.url else None
-            if redis_client is not None:
-                stack.push_async_callback(redis_client.aclose)
+            redis_client = open_redis(settings, stack)
+            keyring, keys, governor = await build_keys_and_limits(settings, redis_client, stack)
             providers = build_providers(settings, RoutingCounters(metrics.registry))
             for provider in providers.values():
                 await provider.start()
@@ -156,13 +181,14 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
             stack.push_async_callback(pipeline.aclose)
             app.state.nearline = AppState(
                 settings=settings,
-                keyring=KeyRing(settings.auth),
+                keyring=keyring,
                 providers=providers,
                 catalogue=catalogue,
                 pipeline=pipeline,
-                service=ChatService(catalogue, pipeline, observer),
+                service=ChatService(catalogue, pipeline, observer, governor=governor),
                 request_log=request_log,
                 tracer=tracer,
+                keys=keys,
             )
             yield
 

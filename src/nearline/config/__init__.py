@@ -21,6 +21,7 @@ from nearline.config.dashboard import DashboardSettings
 from nearline.config.routing import RoutingSettings
 from nearline.config.worker import KafkaSettings, WorkerSettings
 from nearline.core.errors import ConfigError
+from nearline.core.model import FrozenStrict
 from nearline.core.model import Strict as _Strict
 from nearline.core.price import Price
 
@@ -49,21 +50,63 @@ class ServerSettings(_Strict):
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
 
 
+class KeyLimits(FrozenStrict):
+    """Rate limits and a budget, of a key or a tenant (docs/keys.md); ``None``: no limit."""
+
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute (sliding 60 s window)
+    tpm: int | None = Field(default=None, ge=1)  # tokens per minute, counted as they stream
+    budget_usd: float | None = Field(default=None, ge=0)  # spend per period (catalogue prices)
+    budget_period: Literal["day", "month"] = "month"  # UTC calendar day or month
+
+    @property
+    def any(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.budget_usd is not None
+
+
 class ApiKey(_Strict):
     """An API key, stored as its SHA-256 hex digest, and the tenant it belongs to."""
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     tenant: str = Field(min_length=1)
     models: list[str] | None = None  # None: every model in the catalogue
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    budget_usd: float | None = Field(default=None, ge=0)
+    budget_period: Literal["day", "month"] = "month"
+
+    @property
+    def limits(self) -> KeyLimits:
+        return KeyLimits(
+            rpm=self.rpm, tpm=self.tpm, budget_usd=self.budget_usd, budget_period=self.budget_period
+        )
+
+
+class KeyStoreSettings(_Strict):
+    """Where keys made through ``/admin/keys`` live, with the spend ledger (docs/keys.md)."""
+
+    postgres_dsn: str | None = None  # shared by every replica; wins over SQLite
+    sqlite_path: Path | None = None  # None: keys.sqlite beside request_log.sqlite_path
+    poll_interval_s: float = Field(default=0.25, gt=0, le=1)  # how soon replicas see a change
 
 
 class AuthSettings(_Strict):
     keys: list[ApiKey] = Field(default_factory=list)
+    store: KeyStoreSettings = Field(default_factory=KeyStoreSettings)
     admin_keys: list[str] = Field(default_factory=list)  # SHA-256 digests; /admin/* calls
     # SHA-256 digests of keys that may read /metrics and /dashboard/data (admin keys may too)
     metrics_keys: list[str] = Field(default_factory=list)
     public_metrics: bool = False  # serve /metrics and /dashboard/data to anyone, auth or not
     allow_anonymous_on_public_bind: bool = False
+
+
+class LimitsSettings(_Strict):
+    """Rate limits and budgets: counters in Redis with ``redis.url`` (shared by every
+    replica), else in memory (docs/keys.md)."""
+
+    tenants: dict[str, KeyLimits] = Field(default_factory=dict)  # per tenant, over all its keys
+    count_cache_hits: bool = True  # cached answers count against rpm/tpm (never spend)
+    redis_prefix: str = Field(default="nearline:limits:", min_length=1)
+    flush_interval_s: float = Field(default=0.1, gt=0, le=5)  # streamed tokens → Redis
 
 
 class LocalModelSettings(_Strict):
@@ -210,6 +253,7 @@ class Settings(BaseSettings):
     providers: dict[str, HttpProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelRoute] = Field(default_factory=_default_models)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
@@ -218,6 +262,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     # Each face adds its own section here, defined in its own package:
     # worker: WorkerSettings (nearline.config.worker), cache: ..., routing: ...
 
@@ -268,7 +313,6 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
         cls,
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,

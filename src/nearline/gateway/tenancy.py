@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from nearline.config import AuthSettings, Settings, hash_api_key, is_loopback
+from nearline.config import AuthSettings, KeyLimits, Settings, hash_api_key, is_loopback
 from nearline.core.errors import AuthenticationFailed
 
 ANONYMOUS_TENANT = "local"
@@ -22,23 +22,45 @@ def bearer_key(authorization: str | None) -> str | None:
 class Tenant:
     name: str
     models: frozenset[str] | None = None  # None: any model
+    key_id: str | None = None  # the key presented (None: auth off)
+    limits: KeyLimits | None = None  # the key's own rate limits and budget
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
 
 
+def config_key_id(sha256: str) -> str:
+    """The id of a key written in the config file (its digest's first 16 hex digits)."""
+    return f"cfg-{sha256[:16]}"
+
+
 class KeyRing:
-    """Maps presented API keys (compared by SHA-256 digest) to tenants."""
+    """Maps presented API keys (compared by SHA-256 digest) to tenants: the config file's
+    keys, and the key store's (``gateway/keys``), which ``replace_stored`` swaps at once."""
 
     def __init__(self, settings: AuthSettings) -> None:
         self._by_digest = {
-            key.sha256: Tenant(key.tenant, frozenset(key.models) if key.models else None)
+            key.sha256: Tenant(
+                key.tenant,
+                frozenset(key.models) if key.models else None,
+                key_id=config_key_id(key.sha256),
+                limits=key.limits if key.limits.any else None,
+            )
             for key in settings.keys
         }
+        self._stored: Mapping[str, Tenant] = {}
+        self._store_has_keys = False
+
+    def replace_stored(self, by_digest: Mapping[str, Tenant], *, any_keys: bool) -> None:
+        """The key store's live keys, by SHA-256 digest (one swap: no request sees half).
+        ``any_keys``: the store holds keys, revoked ones included — auth stays on when the
+        last key is revoked."""
+        self._stored = by_digest
+        self._store_has_keys = any_keys or bool(by_digest)
 
     @property
     def enabled(self) -> bool:
-        return bool(self._by_digest)
+        return bool(self._by_digest) or self._store_has_keys
 
     def tenant_for(self, authorization: str | None) -> Tenant:
         if not self.enabled:
@@ -49,7 +71,8 @@ class KeyRing:
         if key is None:
             raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
         digest = hash_api_key(key)
-        tenant = self._by_digest.get(digest)  # keyed by digest: no secret is compared here
+        # keyed by digest: no secret is compared here
+        tenant = self._by_digest.get(digest) or self._stored.get(digest)
         if tenant is None:
             raise AuthenticationFailed("invalid API key")
         return tenant

@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 
 from nearline.config import Settings
 from nearline.core.provider import Provider
+from nearline.gateway.keys import KeyManager
 from nearline.gateway.serving.catalogue import Catalogue
 from nearline.gateway.serving.pipeline import ServingPipeline
 from nearline.gateway.serving.service import ChatService
@@ -26,6 +27,7 @@ class AppState:
     service: ChatService
     tracer: Tracer
     request_log: RequestLog | None = None
+    keys: KeyManager | None = None  # the key store and spend ledger (gateway/keys)
 
 
 def app_state(request: HTTPConnection) -> AppState:

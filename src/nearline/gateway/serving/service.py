@@ -1,15 +1,17 @@
 """The one call every transport makes: a chat request, its tenant, its headers → an answer.
 
 ``ChatService.handle`` names the request (one id, everywhere), opens its root span, resolves
-it through the catalogue and has the pipeline answer it. The transports (HTTP JSON and SSE,
-WebSocket) only parse, authenticate and render; what differs between them is said by their
-``Transport``.
+it through the catalogue, admits it past its key's and tenant's rate limits and budgets
+(``gateway/limits``) and has the pipeline answer it, metered as it streams. The transports
+(HTTP JSON and SSE, WebSocket) only parse, authenticate and render; what differs between
+them is said by their ``Transport``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
@@ -18,6 +20,7 @@ from nearline.core.errors import NearlineError
 from nearline.core.http import internal_error
 from nearline.core.request import ChatRequest
 from nearline.gateway.cache import policy
+from nearline.gateway.limits import NO_GRANT, Governor, Grant
 from nearline.gateway.serving.catalogue import Catalogue
 from nearline.gateway.serving.pipeline import Answer, ServingPipeline
 from nearline.gateway.serving.sse import new_request_id
@@ -52,13 +55,26 @@ def progressive_header(value: str | None) -> bool | None:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+@dataclass(frozen=True, slots=True)
+class LimitedAnswer(Answer):
+    """An answer metered by the governor, with the rate-limit headers of its admission."""
+
+    limit_headers: Mapping[str, str] = field(default_factory=dict)
+
+
 class ChatService:
     def __init__(
-        self, catalogue: Catalogue, pipeline: ServingPipeline, observer: AnswerObserver
+        self,
+        catalogue: Catalogue,
+        pipeline: ServingPipeline,
+        observer: AnswerObserver,
+        *,
+        governor: Governor | None = None,
     ) -> None:
         self._catalogue = catalogue
         self._pipeline = pipeline
         self._observer = observer
+        self._governor = governor
 
     async def handle(
         self,
@@ -84,6 +100,7 @@ class ChatService:
             transport.span, kind=SpanKind.SERVER, attributes={"nearline.request_id": request_id}
         )
         parent = trace.set_span_in_context(root)
+        grant = NO_GRANT
         try:
             if not isinstance(tenant, Tenant):
                 with self._observer.span("auth", parent):
@@ -99,6 +116,8 @@ class ChatService:
             )
             if progressive is None:
                 progressive = progressive_header(headers.get(PROGRESSIVE_HEADER))
+            if self._governor is not None:
+                grant = await self._governor.admit(tenant)
             answer = await self._pipeline.answer(
                 call,
                 tenant=tenant,
@@ -108,10 +127,12 @@ class ChatService:
                 trace_parent=parent,
                 progressive=progressive,
             )
+            if self._governor is not None:
+                answer = await self._metered(answer, grant, tenant)
         except NearlineError as error:
             error.for_request(request_id)  # internals are logged here, with the id
             error.extra_headers.update(
-                {TRACE_HEADER: trace_id_hex(root), REQUEST_ID_HEADER: request_id}
+                {**grant.headers, TRACE_HEADER: trace_id_hex(root), REQUEST_ID_HEADER: request_id}
             )
             self._observer.failed(root, error)
             root.end()
@@ -131,6 +152,24 @@ class ChatService:
             spans = (self._observer.span("stream", parent), root)
         return replace(answer, trace_id=trace_id_hex(root), spans=spans)
 
+    async def _metered(self, answer: Answer, grant: Grant, tenant: Tenant) -> LimitedAnswer:
+        """``answer`` counted against ``grant`` as it streams, and priced at its end."""
+        assert self._governor is not None
+        self._governor.answered(grant, answer.source)
+        model = answer.call.request.model
+        events = self._governor.metered(
+            answer.first,
+            answer.rest,
+            grant,
+            tenant=tenant,
+            model=model,
+            source=answer.source,
+            price=self._catalogue.route(model).price,
+        )
+        values: dict[str, Any] = {f.name: getattr(answer, f.name) for f in fields(answer)}
+        values.update(first=await anext(events), rest=events, limit_headers=grant.headers)
+        return LimitedAnswer(**values)
+
 
 def traced_headers(answer: Answer) -> dict[str, str]:
     """The ids that join a response to its trace and its request-log row."""
@@ -140,6 +179,8 @@ def traced_headers(answer: Answer) -> dict[str, str]:
 def answer_headers(answer: Answer) -> dict[str, str]:
     """What every rendering of ``answer`` says about it in headers."""
     headers = {"x-nearline-source": answer.source, **traced_headers(answer)}
+    if isinstance(answer, LimitedAnswer):
+        headers.update(answer.limit_headers)
     if answer.similarity is not None:
         headers["x-nearline-similarity"] = f"{answer.similarity:.4f}"
     return headers

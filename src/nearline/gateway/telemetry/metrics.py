@@ -78,6 +78,12 @@ class GatewayMetrics:
             ["tier"],
             registry=r,
         )
+        self.spend = Counter(
+            "nearline_spend_usd_total",
+            "Upstream spend of inference answers (price table), beside money_saved.",
+            ["model"],
+            registry=r,
+        )
         self.abandoned = Counter(
             "nearline_abandoned_total",
             "Clients that left before their answer finished.",

@@ -104,6 +104,8 @@ class _Observation:
             rate = (usage.completion_tokens - 1) / (now - self.first_token)
             m.tokens_per_second.labels(**self.labels).observe(rate)
         if self.source == Source.INFERENCE:
+            if self.price is not None:
+                m.spend.labels(model=self.model).inc(self.price.cost(usage))
             return
         m.tokens_saved.labels(tier=self.source, kind="prompt").inc(usage.prompt_tokens)
         m.tokens_saved.labels(tier=self.source, kind="completion").inc(usage.completion_tokens)
