@@ -27,6 +27,21 @@ function badgeFor(preliminary) {
   return label;
 }
 
+const seconds = (ms) => (Number(ms) < 1000 ? `${ms} ms` : `${(Number(ms) / 1000).toFixed(1)} s`);
+
+/** "first content 120 ms · refined 1.8 s · done 2.4 s", from the bubble's timestamps. */
+function timingLine(times) {
+  const first = times.preliminaryAt ?? times.firstDeltaAt;
+  const parts = [];
+  if (first !== undefined) parts.push(`first content ${seconds(first)}`);
+  if (times.fallback) parts.push("no refined answer");
+  else if (times.preliminaryAt !== undefined && times.firstDeltaAt !== undefined) {
+    parts.push(`refined ${seconds(times.firstDeltaAt)}`);
+  }
+  if (times.doneAt !== undefined) parts.push(`done ${seconds(times.doneAt)}`);
+  return parts.join(" · ");
+}
+
 function apiKey() {
   return keyInput.value.trim() || undefined;
 }
@@ -63,7 +78,8 @@ function assistantBubble() {
   article.className = "message assistant";
   article.dataset.state = "waiting";
   article.innerHTML =
-    '<div class="meta"><span class="badge"></span><span class="status"></span></div>' +
+    '<div class="meta"><span class="badge"></span><span class="status"></span>' +
+    '<span class="timing"></span></div>' +
     '<div class="layers"><p class="preliminary"></p><p class="refined"></p></div>' +
     '<p class="error" role="alert"></p>';
   messages.append(article);
@@ -72,6 +88,7 @@ function assistantBubble() {
   const preliminaryText = article.querySelector(".preliminary");
   const refinedText = article.querySelector(".refined");
   const errorText = article.querySelector(".error");
+  const timing = article.querySelector(".timing");
   const started = performance.now();
   const stamp = (name) => {
     article.dataset[name] = String(Math.round(performance.now() - started));
@@ -94,10 +111,12 @@ function assistantBubble() {
       status.textContent = "refining…";
       scroll();
     },
-    onReplace({ action }) {
-      mark("replace", { action });
+    onReplace({ action, source }) {
+      mark("replace", { action, source });
       article.dataset.action = action;
-      if (action === "confirm") badge.textContent += " · confirmed";
+      // a source on `replace`: the refined answer failed and the preliminary stands
+      if (source) article.dataset.fallback = source;
+      if (action === "confirm" && !source) badge.textContent += " · confirmed";
     },
     onDelta(text) {
       if (!sawDelta) {
@@ -115,13 +134,16 @@ function assistantBubble() {
       mark("done", { source });
       article.dataset.state = "final";
       article.dataset.answeredBy = source || "";
-      if (article.dataset.source) {
+      if (article.dataset.fallback) {
+        status.textContent = `${article.dataset.fallback} kept: the refined answer failed`;
+      } else if (article.dataset.source) {
         // keep the meta line (no jump) and say what happened to the draft
         status.textContent = article.dataset.action === "confirm" ? "draft confirmed" : "refined";
       } else {
         status.textContent = source && source !== "inference" ? `from ${source}` : "";
       }
-      badge.textContent = "";
+      badge.textContent = article.dataset.fallback ? article.dataset.fallback : "";
+      timing.textContent = timingLine(article.dataset);
       // the preliminary has faded out; stop it holding the bubble's height
       setTimeout(() => { if (article.dataset.state === "final") preliminaryText.hidden = true; }, 400);
       history.push({ role: "assistant", content: refined });

@@ -373,7 +373,10 @@ async function refresh() {
       draw(data);
     }
     status.className = "status live";
-    status.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
+    const restored = data.restored && data.restored.answers
+      ? ` · includes ${data.restored.answers} answers from the request log since ${new Date(data.restored.since_ts * 1000).toLocaleString()}`
+      : "";
+    status.textContent = `live · updated ${new Date().toLocaleTimeString()}${restored}`;
     document.body.dataset.updates = String(Number(document.body.dataset.updates) + 1);
   } catch (error) {
     status.className = "status stale";

@@ -7,6 +7,8 @@ several gateways can live in one process (tests) without clashing.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from nearline.core.bands import band_of
@@ -18,6 +20,9 @@ PERCEPTION_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # Rows the request log holds from before this moment are not in these counters (the
+        # dashboard restores them from the log after a restart).
+        self.started_unix = time.time()
         r = self.registry
         self.time_to_first_token = Histogram(
             "nearline_time_to_first_token_seconds",

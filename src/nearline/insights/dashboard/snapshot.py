@@ -1,7 +1,9 @@
 """``GET /dashboard/data``: the gateway's metrics registry as the figures the page draws.
 
 Everything comes from the app's own ``GatewayMetrics`` registry (the same numbers as
-``/metrics``), so the page and Prometheus never disagree. Reading it is cheap: the label sets
+``/metrics``), so the page and Prometheus never disagree — plus, after a restart, the request
+log's earlier rows replayed into a registry of their own (``history.py``; ``restored`` says
+how many). Reading it is cheap: the label sets
 are bounded (models, sources, tiers, error codes).
 """
 
@@ -12,6 +14,7 @@ from typing import Any
 
 from nearline.core.bands import BAND_LIMITS
 from nearline.gateway.telemetry.metrics import GatewayMetrics
+from nearline.insights.dashboard.history import Restored
 from nearline.insights.dashboard.prometheus import Histogram, LabelFilter, Samples
 from nearline.insights.dashboard.worker_lag import WorkerLag
 
@@ -21,9 +24,16 @@ DURATION = "nearline_request_duration_seconds"
 
 
 def dashboard_data(
-    metrics: GatewayMetrics, workers: list[WorkerLag] | None = None
+    metrics: GatewayMetrics,
+    workers: list[WorkerLag] | None = None,
+    restored: Restored | None = None,
 ) -> dict[str, Any]:
-    samples = Samples.of(metrics.registry)
+    """The live figures, plus the request log's rows from before this process when
+    ``restored`` holds them (``history.py``: the page survives a restart)."""
+    families = list(metrics.registry.collect())
+    if restored is not None:
+        families += restored.metrics.registry.collect()
+    samples = Samples(families)
     outcomes = samples.by_label("nearline_requests_total", "outcome")
     answered = sum(outcomes.values())
     hits = samples.by_label("nearline_cache_hits_total", "tier")
@@ -72,6 +82,10 @@ def dashboard_data(
             "by_code": samples.by_label("nearline_upstream_errors_total", "code"),
         },
         "workers": [asdict(worker) for worker in workers or []],
+        "restored": {
+            "answers": 0 if restored is None else restored.answers,
+            "since_ts": None if restored is None else restored.since_ts,
+        },
     }
 
 

@@ -86,6 +86,10 @@ def to_json(report: Report) -> dict[str, Any]:
     figures["savings"]["cache_share"] = report.savings.cache_share
     figures["endings"]["abandoned_share"] = report.endings.abandoned_share
     figures["endings"]["error_share"] = report.endings.error_share
+    if report.preliminary is not None:
+        figures["preliminary"]["share"] = report.preliminary.share
+    for histogram_bin, figured_bin in zip(report.histogram, figures["histogram"], strict=True):
+        figured_bin["label"] = histogram_bin.label
     for path, figured in zip(
         [*report.paths, *report.slow_paths],
         [*figures["paths"], *figures["slow_paths"]],

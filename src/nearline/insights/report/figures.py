@@ -22,11 +22,19 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from nearline.core.bands import BAND_LIMITS, PerceptionBand, band_of, upper_limit_s
 from nearline.gateway.telemetry.requestlog import RequestRecord
 from nearline.insights.requestlog import served_from_store
+
+if TYPE_CHECKING:
+    from nearline.insights.report.shape import (
+        HistogramBin,
+        ModelFigures,
+        PreliminaryHelp,
+        TimeBucket,
+    )
 
 FLOW_LIMIT_S = upper_limit_s(PerceptionBand.FLOW)
 BANDS = tuple(limit.band.value for limit in BAND_LIMITS)
@@ -159,9 +167,15 @@ class Report:
     savings: Savings
     endings: Endings
     slow_paths: list[PathFigures] = field(default_factory=list)
+    timeline: list[TimeBucket] = field(default_factory=list)
+    histogram: list[HistogramBin] = field(default_factory=list)
+    preliminary: PreliminaryHelp | None = None
+    models: list[ModelFigures] = field(default_factory=list)
 
 
 def build_report(rows: Sequence[RequestRecord], top: int = 5) -> Report:
+    from nearline.insights.report import shape  # it builds on this module's definitions
+
     paths = [
         _path(key, group)
         for key, group in _grouped(rows, lambda r: (r.route, r.model, r.source)).items()
@@ -185,6 +199,10 @@ def build_report(rows: Sequence[RequestRecord], top: int = 5) -> Report:
         savings=_savings(rows),
         endings=_endings(rows),
         slow_paths=slow[:top],
+        timeline=shape.timeline(rows),
+        histogram=shape.histogram(rows),
+        preliminary=shape.preliminary_help(rows),
+        models=shape.per_model(rows),
     )
 
 

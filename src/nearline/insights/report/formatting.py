@@ -39,6 +39,11 @@ def moment(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def clock(ts: float) -> str:
+    """The time of day (UTC) of a moment inside the report's window."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S")
+
+
 def timing_cells(source: SourceTiming) -> list[str]:
     """One source's row of the "where the time goes" table: requests, first useful content
     p50/p95, first token p50, end of answer p50/p95."""

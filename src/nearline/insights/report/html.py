@@ -6,8 +6,15 @@ from collections.abc import Sequence
 from html import escape
 
 from nearline.insights.report.figures import BANDS, FLOW_LIMIT_S, NO_CONTENT, Report
-from nearline.insights.report.formatting import duration, moment, share, timing_cells, usd
-from nearline.insights.report.svg import BarRow, Segment, bar_chart, legend
+from nearline.insights.report.formatting import (
+    clock,
+    duration,
+    moment,
+    share,
+    timing_cells,
+    usd,
+)
+from nearline.insights.report.svg import BarRow, Column, Segment, bar_chart, column_chart, legend
 
 BAND_COLOURS = {
     "instant": "#1a9850",
@@ -18,6 +25,7 @@ BAND_COLOURS = {
 }
 assert set(BAND_COLOURS) == {*BANDS, NO_CONTENT}
 WAIT_COLOUR, STREAM_COLOUR, SLOW_COLOUR = "#3b6fb6", "#a9c4ea", "#d73027"
+BAR_WIDTH_PX = 860
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 960px; color: #222; }
@@ -40,7 +48,17 @@ def render_html(report: Report, source: str) -> str:
         f"{moment(report.first_ts)} → {moment(report.last_ts)}</p>",
     ]
     if report.requests:
-        body += [_bands(report), _time(report), _savings(report), _endings(report), _slow(report)]
+        body += [
+            _bands(report),
+            _histogram(report),
+            _timeline(report),
+            _time(report),
+            _preliminary(report),
+            _models(report),
+            _savings(report),
+            _endings(report),
+            _slow(report),
+        ]
     else:
         body.append("<p>No requests in this window.</p>")
     return (
@@ -204,3 +222,106 @@ def _slow(report: Report) -> str:
         for rank, p in enumerate(report.slow_paths, start=1)
     ]
     return "\n".join([title, note, bar_chart(rows, title="slow paths")])
+
+
+def _band_legend() -> str:
+    return legend([(colour, band) for band, colour in BAND_COLOURS.items()])
+
+
+def _histogram(report: Report) -> str:
+    columns = [
+        Column(
+            b.label,
+            [Segment(b.requests, BAND_COLOURS[b.band], f"{b.label}: {b.requests} ({b.band})")],
+            str(b.requests) if b.requests else "",
+        )
+        for b in report.histogram
+    ]
+    return "\n".join(
+        [
+            "<h2>Wait histogram</h2>",
+            '<p class="note">Time to first useful content; each bin lies inside one perception '
+            "band (its colour).</p>",
+            _band_legend(),
+            column_chart(columns, title="wait histogram", width=BAR_WIDTH_PX),
+        ]
+    )
+
+
+def _timeline(report: Report) -> str:
+    columns = [
+        Column(
+            clock(b.start_ts),
+            [
+                Segment(count, BAND_COLOURS[band], f"{band}: {count}")
+                for band, count in b.bands.items()
+            ],
+            str(b.requests),
+        )
+        for b in report.timeline
+    ]
+    rows = [
+        [clock(b.start_ts), str(b.requests), duration(b.wait.p50_ms), duration(b.wait.p95_ms)]
+        for b in report.timeline
+    ]
+    return "\n".join(
+        [
+            "<h2>Over time</h2>",
+            '<p class="note">The window in equal intervals (UTC, each labelled by its start): '
+            "requests per interval, stacked by perception band.</p>",
+            _band_legend(),
+            column_chart(columns, title="requests over time", width=BAR_WIDTH_PX),
+            _table(["from", "requests", "p50 wait", "p95 wait"], rows),
+        ]
+    )
+
+
+def _preliminary(report: Report) -> str:
+    help_ = report.preliminary
+    title = "<h2>Preliminary answers</h2>"
+    if help_ is None or not help_.helped:
+        return title + "<p>No answer showed a preliminary before its refined text.</p>"
+    moves = [[move, str(count)] for move, count in help_.band_moves.items()]
+    return "\n".join(
+        [
+            title,
+            '<p class="note">A draft or a near-match on screen before the refined answer\'s '
+            "first token; earlier by: first refined token (or the end) minus first useful "
+            "content.</p>",
+            _tiles(
+                [
+                    (share(help_.helped, help_.requests), f"helped ({help_.helped})"),
+                    (duration(help_.gain.p50_ms), "earlier, p50"),
+                    (duration(help_.gain.p95_ms), "earlier, p95"),
+                    (str(help_.better_band), "moved into a better band"),
+                ]
+            ),
+            _table(["band before → after", "answers"], moves) if moves else "",
+        ]
+    )
+
+
+def _models(report: Report) -> str:
+    rows = [_band_row(m.model, m.bands, m.requests) for m in report.models]
+    figures = [
+        [
+            m.model,
+            str(m.requests),
+            duration(m.wait.p50_ms),
+            duration(m.wait.p95_ms),
+            share(m.from_cache, m.requests),
+            share(m.helped_by_preliminary, m.requests),
+            share(m.errors, m.requests),
+            usd(m.usd_spent),
+        ]
+        for m in report.models
+    ]
+    header = ["model", "requests", "p50 wait", "p95 wait", "from cache", "preliminary"]
+    return "\n".join(
+        [
+            "<h2>Per model</h2>",
+            _band_legend(),
+            bar_chart([_scaled_to_share(row) for row in rows], scale=1.0, title="per model"),
+            _table([*header, "errors", "spent"], figures),
+        ]
+    )

@@ -65,3 +65,51 @@ def legend(items: Sequence[tuple[str, str]]) -> str:
         )
         + "</p>"
     )
+
+
+COLUMN_AREA_HEIGHT = 160
+COLUMN_LABEL_HEIGHT = 34
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    label: str  # under the column (a time, a bin)
+    segments: Sequence[Segment]  # stacked from the bottom
+    caption: str = ""  # above the column
+
+
+def column_chart(columns: Sequence[Column], title: str = "", width: int = BAR_WIDTH) -> str:
+    """Vertical columns, their segments stacked, over a labelled axis (time or bins)."""
+    tallest = max((sum(s.value for s in c.segments) for c in columns), default=0.0) or 1.0
+    step = width / max(1, len(columns))
+    height = COLUMN_AREA_HEIGHT + COLUMN_LABEL_HEIGHT + 16
+    parts = [
+        f'<svg class="chart" role="img" aria-label="{escape(title)}" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}">',
+        f'<line x1="0" y1="{COLUMN_AREA_HEIGHT + 16}" x2="{width}" '
+        f'y2="{COLUMN_AREA_HEIGHT + 16}" stroke="#999"/>',
+    ]
+    for index, column in enumerate(columns):
+        x = index * step + step * 0.1
+        y = float(COLUMN_AREA_HEIGHT + 16)
+        for segment in column.segments:
+            length = COLUMN_AREA_HEIGHT * segment.value / tallest
+            if length > 0:
+                y -= length
+                parts.append(
+                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{step * 0.8:.1f}" '
+                    f'height="{length:.1f}" fill="{segment.colour}">'
+                    f"<title>{escape(segment.title)}</title></rect>"
+                )
+        centre = x + step * 0.4
+        if column.caption:
+            parts.append(
+                f'<text x="{centre:.1f}" y="{y - 3:.1f}" text-anchor="middle">'
+                f"{escape(column.caption)}</text>"
+            )
+        parts.append(
+            f'<text x="{centre:.1f}" y="{COLUMN_AREA_HEIGHT + 32}" text-anchor="middle">'
+            f"{escape(column.label)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)

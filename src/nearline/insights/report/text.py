@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from nearline.insights.report.figures import BANDS, FLOW_LIMIT_S, NO_CONTENT, PathFigures, Report
-from nearline.insights.report.formatting import duration, moment, share, timing_cells, usd
+from nearline.insights.report.formatting import (
+    clock,
+    duration,
+    moment,
+    share,
+    timing_cells,
+    usd,
+)
 
 BAR_WIDTH = 24
 BAND_HEADERS = ("instant", "flow", "attention", "lost", "none")
@@ -18,7 +25,17 @@ def render_text(report: Report, source: str) -> str:
     ]
     if not report.requests:
         return "\n".join([*lines, "No requests in this window.", ""])
-    for section in (_bands, _time, _savings, _endings, _slow):
+    for section in (
+        _bands,
+        _histogram,
+        _timeline,
+        _time,
+        _preliminary,
+        _models,
+        _savings,
+        _endings,
+        _slow,
+    ):
         lines += section(report)
         lines.append("")
     return "\n".join(lines)
@@ -142,3 +159,74 @@ def _slow(report: Report) -> list[str]:
         for rank, p in enumerate(report.slow_paths, start=1)
     ]
     return [title, *_table(header, rows, text_columns=2)]
+
+
+def _histogram(report: Report) -> list[str]:
+    most = max((b.requests for b in report.histogram), default=0) or 1
+    rows = [
+        [b.label, b.band, str(b.requests), share(b.requests, report.requests)]
+        for b in report.histogram
+    ]
+    table = _table(["wait", "band", "requests", "share"], rows, text_columns=2)
+    bars = ["█" * round(BAR_WIDTH * b.requests / most) for b in report.histogram]
+    return [
+        "WAIT HISTOGRAM — time to first useful content, each bin inside one perception band",
+        table[0],
+        *(f"{line}  {bar}".rstrip() for line, bar in zip(table[1:], bars, strict=True)),
+    ]
+
+
+def _timeline(report: Report) -> list[str]:
+    header = ["from", "to", "requests", *BAND_HEADERS, "p50", "p95"]
+    rows = [
+        [
+            clock(b.start_ts),
+            clock(b.end_ts),
+            str(b.requests),
+            *_band_cells(b.bands, b.requests),
+            duration(b.wait.p50_ms),
+            duration(b.wait.p95_ms),
+        ]
+        for b in report.timeline
+    ]
+    return [
+        "OVER TIME — the window in equal intervals (UTC): requests, bands, wait",
+        *_table(header, rows, text_columns=2),
+    ]
+
+
+def _preliminary(report: Report) -> list[str]:
+    help_ = report.preliminary
+    title = "PRELIMINARY ANSWERS — a draft or a near-match on screen before the refined answer"
+    if help_ is None or not help_.helped:
+        return [title, "  none: no answer showed a preliminary before its refined text"]
+    moves = ", ".join(f"{move} {count}" for move, count in help_.band_moves.items())
+    return [
+        title,
+        f"  helped               {help_.helped} of {help_.requests} answers "
+        f"({share(help_.helped, help_.requests)})",
+        f"  earlier by           p50 {duration(help_.gain.p50_ms)}, p95 "
+        f"{duration(help_.gain.p95_ms)}, mean {duration(help_.mean_gain_ms)} "
+        "(first refined token - first useful content)",
+        f"  into a better band   {help_.better_band}" + (f": {moves}" if moves else ""),
+    ]
+
+
+def _models(report: Report) -> list[str]:
+    header = ["model", "requests", *BAND_HEADERS, "p50", "p95", "cached", "prelim.", "errors"]
+    rows = [
+        [
+            m.model,
+            str(m.requests),
+            *_band_cells(m.bands, m.requests),
+            duration(m.wait.p50_ms),
+            duration(m.wait.p95_ms),
+            share(m.from_cache, m.requests),
+            share(m.helped_by_preliminary, m.requests),
+            share(m.errors, m.requests),
+        ]
+        for m in report.models
+    ]
+    spent = [f"{m.model} {usd(m.usd_spent)}" for m in report.models if m.usd_spent is not None]
+    lines = ["PER MODEL — every source together", *_table(header, rows)]
+    return lines + ([f"  spent: {', '.join(spent)}"] if spent else [])
