@@ -24,6 +24,8 @@ from nearline.gateway.cache.exact import ExactCache
 from nearline.gateway.cache.exact_store import ExactStore, MemoryExactStore, RedisExactStore
 from nearline.gateway.cache.semantic import SemanticCache, SemanticThresholds
 from nearline.gateway.cache.semantic_store import MemoryStore, RedisStore, SemanticStore
+from nearline.gateway.cache.thresholds import LearnedThresholds
+from nearline.gateway.cache.verify import OnlineLearning, online_learning
 from nearline.gateway.keys import KeyManager, build_key_manager
 from nearline.gateway.limits import Governor, MemoryCounters, build_counters
 from nearline.gateway.providers.build import build_providers
@@ -72,9 +74,33 @@ async def build_semantic_cache(
         store=store,
         thresholds=SemanticThresholds(hit=config.hit_threshold, near=config.near_threshold),
         snapshot_dir=config.snapshot_dir,
+        learned=None
+        if config.max_error_rate is None
+        else LearnedThresholds(config.max_error_rate, static_hit=config.hit_threshold),
     )
     await cache.start()
     return cache
+
+
+def build_learning(
+    stack: AsyncExitStack,
+    settings: Settings,
+    semantic: SemanticCache | None,
+    batcher: EmbeddingBatcher | None,
+    metrics: GatewayMetrics,
+) -> OnlineLearning | None:
+    """The semantic tier's online learning, when ``cache.semantic.max_error_rate`` is set."""
+    if semantic is None or batcher is None or semantic.learned is None:
+        return None
+    learning = online_learning(
+        semantic,
+        batcher.embed,
+        verify_rate=settings.cache.semantic.verify_rate,
+        verify_per_minute=settings.cache.semantic.verify_per_minute,
+        on_outcome=metrics.observe_semantic_outcome,
+    )
+    stack.push_async_callback(learning.aclose)
+    return learning
 
 
 def build_request_log(settings: Settings) -> RequestLog | None:
@@ -143,6 +169,7 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
             semantic = await build_semantic_cache(settings, redis_client, batcher)
             if semantic is not None:
                 stack.push_async_callback(semantic.aclose)
+            learning = build_learning(stack, settings, semantic, batcher, metrics)
             request_log = build_request_log(settings)
             if request_log is not None:
                 await request_log.start()
@@ -160,6 +187,7 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
                 exact,
                 semantic,
                 semantic_ttl_s=settings.cache.semantic.ttl_s,
+                learning=learning,
             )
             observer = AnswerObserver(
                 metrics,

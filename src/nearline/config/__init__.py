@@ -162,6 +162,11 @@ class SemanticCacheSettings(_Strict):
     near_threshold: float = Field(default=0.90, ge=-1, le=1)  # preliminary above this
     ttl_s: float = Field(default=3600.0, gt=0)
     snapshot_dir: Path | None = None  # where a replica saves its index for fast restarts
+    # Learned thresholds (docs/semantic-cache.md): serve a match only when the upper 95 %
+    # confidence bound on P(wrong answer) is at most this; null keeps the static rule only.
+    max_error_rate: float | None = Field(default=None, gt=0, lt=1)
+    verify_rate: float = Field(default=0.1, ge=0, le=1)  # share of served matches re-asked
+    verify_per_minute: int = Field(default=60, ge=0)  # cap on those (0: no cap)
 
     @model_validator(mode="after")
     def _near_below_hit(self) -> SemanticCacheSettings:

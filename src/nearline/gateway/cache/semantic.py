@@ -19,9 +19,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -44,48 +42,15 @@ from nearline.gateway.cache.semantic_store import (
     SemanticStoreUnavailable,
     Vector,
 )
+from nearline.gateway.cache.semantic_types import (
+    Band,
+    SemanticMatch,
+    SemanticStats,
+    SemanticThresholds,
+)
+from nearline.gateway.cache.thresholds import LearnedThresholds, Outcome, Rule
 
 logger = logging.getLogger(__name__)
-
-Band = Literal["hit", "near"]
-
-
-@dataclass(frozen=True, slots=True)
-class SemanticThresholds:
-    """Cosine similarity above which a guarded candidate is served (``hit``) or offered as a
-    preliminary answer (``near``).
-
-    Calibrated on QQP with benchmarks/semantic_calibration.py (docs/benchmarks.md): ``hit``
-    keeps the false-hit rate at or under 1 %, ``near`` under 5 %.
-    """
-
-    hit: float = 0.9625
-    near: float = 0.90
-
-    def __post_init__(self) -> None:
-        if not -1.0 <= self.near <= self.hit <= 1.0:
-            raise ValueError("thresholds need -1 <= near <= hit <= 1")
-
-
-@dataclass(frozen=True, slots=True)
-class SemanticMatch:
-    """A cached answer for a paraphrase of the query."""
-
-    entry_id: int
-    payload: bytes
-    similarity: float
-    band: Band
-    cached_query: str
-
-
-@dataclass(frozen=True, slots=True)
-class SemanticStats:
-    entries: int
-    lookups: int
-    hits: int
-    near: int
-    guard_rejections: int
-    applied_changes: int
 
 
 class SemanticCache:
@@ -107,6 +72,7 @@ class SemanticCache:
         sweep_interval_s: float = 30.0,
         hnsw_threshold: int = 2048,
         max_entries: int | None = None,
+        learned: LearnedThresholds | None = None,
     ) -> None:
         self._batcher = batcher
         self._store: SemanticStore = store or MemoryStore()
@@ -125,6 +91,8 @@ class SemanticCache:
         self._max_entries = max_entries
         self._ready = asyncio.Event()
         self._lookups = self._hits = self._near = self._rejections = self._applied = 0
+        self._learned = learned
+        self._learned_hits = 0
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -217,12 +185,47 @@ class SemanticCache:
                 await self._forget([neighbour.label])
                 continue
             band: Band = "hit" if neighbour.similarity >= self.thresholds.hit else "near"
+            rule: Rule = "static"
+            bound: float | None = None
+            if self._learned is not None:
+                decision = self._learned.decide(partition, neighbour.label, neighbour.similarity)
+                band, rule, bound = (
+                    ("hit" if decision.serve else "near"),
+                    decision.rule,
+                    decision.bound,
+                )
             if band == "hit":
                 self._hits += 1
+                self._learned_hits += rule == "learned"
             else:
                 self._near += 1
-            return SemanticMatch(neighbour.label, payload, neighbour.similarity, band, entry.query)
+            return SemanticMatch(
+                neighbour.label,
+                payload,
+                neighbour.similarity,
+                band,
+                entry.query,
+                partition=partition,
+                rule=rule,
+                bound=bound,
+            )
         return None
+
+    @property
+    def learned(self) -> LearnedThresholds | None:
+        """The learned thresholds (``None``: the static rule only)."""
+        return self._learned
+
+    async def record_outcome(self, outcome: Outcome) -> None:
+        """Evidence for the learned thresholds: a shared store puts it on the change feed
+        (every replica, this one included, applies it from there); otherwise it is applied
+        here. Raises :class:`SemanticStoreUnavailable` if a shared store cannot be reached."""
+        if self._learned is None:
+            return
+        if self._store.shared:
+            await self._store.put_outcome(outcome)
+        else:
+            self._learned.record(outcome)
 
     async def store(self, partition: str, query: str, payload: bytes, ttl_s: float) -> int:
         """Store ``payload`` as the answer to ``query`` in ``partition``; returns its id.
@@ -282,6 +285,8 @@ class SemanticCache:
         ]
         await self._store.delete(doomed)
         await self._forget(doomed)
+        if self._learned is not None:
+            self._learned.purge(lambda partition: _partition_matches(partition, tenant, model))
         return len(doomed)
 
     def check_guard(self, query: str, cached_query: str) -> GuardVerdict:
@@ -299,6 +304,7 @@ class SemanticCache:
             self._near,
             self._rejections,
             self._applied,
+            self._learned_hits,
         )
 
     async def save_snapshot(self) -> Path:
@@ -306,6 +312,7 @@ class SemanticCache:
         if self._snapshot_dir is None:
             raise ValueError("this cache has no snapshot_dir")
         directory = self._snapshot_dir
+        learned = None if self._learned is None else self._learned.to_document()
         await self._thread.run(
             write_snapshot,
             directory,
@@ -313,6 +320,7 @@ class SemanticCache:
             self._catalog,
             self._position,
             self._store.namespace,
+            learned,
         )
         return directory
 
@@ -335,7 +343,7 @@ class SemanticCache:
                 continue
             failures = 0
             if changes:
-                await self._thread.run(self._apply_changes, changes)
+                await self._apply(changes)
             if time.monotonic() - last_sweep >= self._sweep_interval_s:
                 await self._sweep_expired()
                 last_sweep = time.monotonic()
@@ -347,7 +355,7 @@ class SemanticCache:
                 logger.warning("semantic snapshot is older than the change feed; rescanning")
             await self._rescan()
         while changes := await self._store.changes_after(self._position, limit=5000):
-            await self._thread.run(self._apply_changes, changes)
+            await self._apply(changes)
         await self._sweep_expired()
 
     async def _load_snapshot(self) -> bool:
@@ -361,6 +369,12 @@ class SemanticCache:
         if snapshot.namespace != self._store.namespace or snapshot.index.dim != self._index.dim:
             logger.warning("semantic snapshot belongs to another store or model; ignoring it")
             return False
+        if self._learned is not None and snapshot.learned is not None:
+            try:
+                self._learned.load_document(snapshot.learned)
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.warning("ignoring the snapshot's learned thresholds: %s", exc)
+                return False
         self._index, self._catalog, self._position = (
             snapshot.index,
             snapshot.catalog,
@@ -374,10 +388,25 @@ class SemanticCache:
         self._position = await self._store.feed_head()  # changes after this are replayed
         async for batch in self._store.scan():
             await self._thread.run(self._apply_adds, batch)
+        if self._learned is not None:
+            self._learned.purge(lambda _: True)
+            for outcome in await self._store.outcomes_until(self._position):
+                self._learned.record(outcome)
+
+    async def _apply(self, changes: list[Change]) -> None:
+        """Entries into the index (its thread); learned outcomes here, on the event loop,
+        where lookups read them."""
+        await self._thread.run(self._apply_changes, changes)
+        if self._learned is not None:
+            for change in changes:
+                if change.op == "learn" and change.outcome is not None:
+                    self._learned.record(change.outcome)
 
     def _apply_changes(self, changes: list[Change]) -> None:
         adds: list[IndexedEntry] = []
         for change in changes:
+            if change.op == "learn":
+                continue  # applied on the event loop (_apply)
             if change.op == "add" and change.entry is not None:
                 adds.append(change.entry)
             else:
@@ -418,6 +447,8 @@ class SemanticCache:
         if expired and not self._store.shared:  # Redis expires its own copies
             await self._store.delete(expired)
         await self._forget(expired)
+        if self._learned is not None:
+            self._learned.forget_entries(set(self._catalog))
 
     async def _evict_over_bound(self) -> None:
         """Keep at most ``max_entries``: the oldest stored entries go first."""

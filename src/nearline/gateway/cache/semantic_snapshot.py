@@ -1,6 +1,7 @@
 """A replica's semantic index on disk: the ANN graphs, the entry catalog, the feed position.
 
-Written as a directory (``index/`` from :class:`PartitionedIndex`, ``catalog.json``) and
+Written as a directory (``index/`` from :class:`PartitionedIndex`, ``catalog.json`` with
+the learned thresholds' evidence as of the same feed position) and
 swapped in by a rename, so a crash mid-write leaves the previous snapshot intact.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -35,6 +37,7 @@ class Snapshot:
     catalog: Catalog
     position: str
     namespace: str
+    learned: dict[str, Any] | None = None  # LearnedThresholds.to_document(), at ``position``
 
 
 def write_snapshot(
@@ -43,6 +46,7 @@ def write_snapshot(
     catalog: Catalog,
     position: str,
     namespace: str,
+    learned: dict[str, Any] | None = None,
 ) -> None:
     staging = directory.with_name(directory.name + ".writing")
     if staging.exists():
@@ -57,6 +61,7 @@ def write_snapshot(
             [entry_id, entry.partition, entry.query, entry.expires_at]
             for entry_id, entry in catalog.items()
         ],
+        "learned": learned,
     }
     (staging / "catalog.json").write_bytes(orjson.dumps(document))
     previous = directory.with_name(directory.name + ".previous")
@@ -84,4 +89,11 @@ def read_snapshot(directory: Path) -> Snapshot:
     }
     if len(catalog) != len(index) or any(entry_id not in index for entry_id in catalog):
         raise ValueError("snapshot catalog and index disagree")
-    return Snapshot(index, catalog, str(document["position"]), str(document["namespace"]))
+    learned = document.get("learned")
+    return Snapshot(
+        index,
+        catalog,
+        str(document["position"]),
+        str(document["namespace"]),
+        learned if isinstance(learned, dict) else None,
+    )

@@ -19,6 +19,8 @@ import numpy.typing as npt
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from nearline.gateway.cache.thresholds import Outcome
+
 Vector = npt.NDArray[np.float32]
 
 
@@ -38,9 +40,10 @@ class Change:
     """One event of the change feed, at ``position`` (a Redis Stream id)."""
 
     position: str
-    op: Literal["add", "delete"]
+    op: Literal["add", "delete", "learn"]
     entry_id: int
     entry: IndexedEntry | None = None
+    outcome: Outcome | None = None  # "learn": a candidate match judged against the model
 
 
 class SemanticStoreUnavailable(Exception):
@@ -97,6 +100,15 @@ class SemanticStore(Protocol):
         """Every live entry, in batches (for a replica that has no usable snapshot)."""
         ...
 
+    async def put_outcome(self, outcome: Outcome) -> None:
+        """Share a learned outcome: on the change feed, and in the outcome log."""
+        ...
+
+    async def outcomes_until(self, position: str) -> list[Outcome]:
+        """The logged outcomes up to feed ``position`` (later ones are replayed from the
+        feed), for a replica that rebuilds without a snapshot."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -150,6 +162,12 @@ class MemoryStore:
         for _ in ():
             yield []
 
+    async def put_outcome(self, outcome: Outcome) -> None:
+        del outcome  # nobody else to tell: the cache keeps its own evidence
+
+    async def outcomes_until(self, position: str) -> list[Outcome]:
+        return []
+
     async def aclose(self) -> None:
         self._payloads.clear()
 
@@ -193,6 +211,22 @@ return removed
 )
 
 
+# learn: the outcome on the feed (replicas apply it) and in the outcome log (a rescanning
+# replica rebuilds from it), with the feed position, atomically.
+_LEARN_LUA = (
+    _TRIM_LUA
+    + """
+local id = redis.call('XADD', KEYS[1], '*', 'op', 'learn', 'id', ARGV[1],
+                      'p', ARGV[2], 's', ARGV[3], 'c', ARGV[4])
+redis.call('RPUSH', KEYS[2],
+           id .. '|' .. ARGV[1] .. '|' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[2])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
+trim(KEYS[1], ARGV[5])
+return id
+"""
+)
+
+
 def _stream_id_tuple(position: str) -> tuple[int, int]:
     millis, _, sequence = position.partition("-")
     return int(millis), int(sequence or 0)
@@ -212,13 +246,16 @@ class RedisStore:
         *,
         namespace: str = "nearline:semantic",
         max_feed_len: int = 1_000_000,
+        max_outcomes: int = 1_000_000,
         close_client: bool = False,
     ) -> None:
         self._redis = redis
         self._close_client = close_client
         self._ns = namespace
         self._max_feed_len = max_feed_len
+        self._max_outcomes = max_outcomes
         self._put_script = redis.register_script(_PUT_LUA)
+        self._learn_script = redis.register_script(_LEARN_LUA)
         self._delete_script = redis.register_script(_DELETE_LUA)
 
     @classmethod
@@ -317,10 +354,42 @@ class RedisStore:
             trimmed_up_to = _text(info.get("max-deleted-entry-id", b"0-0"))
             return _stream_id_tuple(trimmed_up_to) <= _stream_id_tuple(position)
 
+    async def put_outcome(self, outcome: Outcome) -> None:
+        with _translated("put_outcome"):
+            await self._learn_script(
+                keys=[self._feed, f"{self._ns}:outcomes"],
+                args=[
+                    outcome.entry_id,
+                    outcome.partition,
+                    repr(outcome.similarity),
+                    int(outcome.correct),
+                    self._max_feed_len,
+                    self._max_outcomes,
+                ],
+            )
+
+    async def outcomes_until(self, position: str) -> list[Outcome]:
+        with _translated("outcomes_until"):
+            rows: list[Any] = await self._redis.lrange(f"{self._ns}:outcomes", 0, -1)
+        limit = _stream_id_tuple(position)
+        outcomes = []
+        for row in rows:
+            event_id, entry_id, similarity, correct, partition = _text(row).split("|", 4)
+            if _stream_id_tuple(event_id) <= limit:
+                outcomes.append(
+                    Outcome(partition, int(entry_id), float(similarity), correct == "1")
+                )
+        return outcomes
+
     def _parse(self, position: str, fields: dict[bytes, bytes]) -> Change:
         entry_id = int(fields[b"id"])
         if fields[b"op"] == b"delete":
             return Change(position, "delete", entry_id)
+        if fields[b"op"] == b"learn":
+            outcome = Outcome(
+                fields[b"p"].decode(), entry_id, float(fields[b"s"]), fields[b"c"] == b"1"
+            )
+            return Change(position, "learn", entry_id, outcome=outcome)
         entry = IndexedEntry(
             entry_id=entry_id,
             partition=fields[b"p"].decode(),

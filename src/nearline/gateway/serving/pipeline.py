@@ -187,6 +187,7 @@ class ServingPipeline:
             if match is not None and match.band == "hit":
                 self._observer.cache_hit(Source.SEMANTIC)
                 self._count_prefetch_use(call, match.cached_query)
+                self._verify_maybe(answering, keys, match)
                 answer = RecordedAnswer.from_bytes(match.payload)
                 return await self._replayed(answer, answering, Source.SEMANTIC, match.similarity)
             near = match
@@ -197,7 +198,7 @@ class ServingPipeline:
         provider = self._catalogue.provider_name(call)
         events = self._observer.traced_call(self._infer(call), call, provider, parent)
         if directive.store and keys.any:
-            events = recorded(events, self._tiers.storer(keys))
+            events = recorded(events, self._tiers.storer(keys, candidate=near))
         if self._wants_progressive(call.request, route, progressive):
             events = self._with_preliminary(events, answering, near)
         return await _started(self._observed(events, answering, Source.INFERENCE, route), answering)
@@ -315,6 +316,40 @@ class ServingPipeline:
                     log.warning("stale-entry refresh failed: %s", event.error.message)
         except NearlineError as error:
             log.warning("stale-entry refresh failed: %s", error.message)
+
+    def _verify_maybe(self, answering: _Answering, keys: CacheKeys, match: SemanticMatch) -> None:
+        """Count a semantic hit by its rule; on a budgeted share, also ask the model in the
+        background (the request's own resolved call, with its tenant's rights) and teach
+        the learned thresholds whether the served answer agreed."""
+        self.metrics.semantic_hits.labels(rule=match.rule).inc()
+        if match.rule == "learned" and match.bound is not None:
+            self.metrics.semantic_error_bound.observe(match.bound)
+        learning, call = self._tiers.learning, answering.call
+        if learning is None or not self._catalogue.permits(call, answering.tenant):
+            return
+        if learning.should_verify(match):
+            self._tasks.start(self._verify(call, keys, match))
+
+    async def _verify(self, call: ProviderCall, keys: CacheKeys, match: SemanticMatch) -> None:
+        fresh: list[RecordedAnswer] = []
+
+        async def keep(answer: RecordedAnswer) -> None:
+            fresh.append(answer)
+
+        try:
+            async for event in recorded(self._infer(call), keep):
+                if isinstance(event, ErrorEvent):
+                    log.warning("semantic verification failed: %s", event.error.message)
+        except NearlineError as error:
+            log.warning("semantic verification failed: %s", error.message)
+        if fresh:
+            usage, price = fresh[0].usage, self._catalogue.route(call.request.model).price
+            tokens = self.metrics.semantic_verification_tokens
+            tokens.labels(kind="prompt").inc(usage.prompt_tokens)
+            tokens.labels(kind="completion").inc(usage.completion_tokens)
+            if price is not None:
+                self.metrics.semantic_verification_cost.inc(price.cost(usage))
+            await self._tiers.verified(keys, match, fresh[0])
 
     async def aclose(self) -> None:
         await self._tasks.aclose()

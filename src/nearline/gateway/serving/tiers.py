@@ -18,6 +18,7 @@ from nearline.gateway.cache.exact_store import EntryKey
 from nearline.gateway.cache.partition import SemanticKey, semantic_key
 from nearline.gateway.cache.recording import RecordedAnswer
 from nearline.gateway.cache.semantic import SemanticCache, SemanticMatch
+from nearline.gateway.cache.verify import OnlineLearning
 
 Store = Callable[[RecordedAnswer], Awaitable[None]]
 
@@ -43,11 +44,13 @@ class CacheTiers:
         semantic: SemanticCache | None = None,
         *,
         semantic_ttl_s: float = 3600.0,
+        learning: OnlineLearning | None = None,
     ) -> None:
         self._provider_name = provider_name
         self._exact = exact
         self._semantic = semantic
         self._semantic_ttl_s = semantic_ttl_s
+        self._learning = learning
 
     @property
     def exact(self) -> ExactCache | None:
@@ -56,6 +59,11 @@ class CacheTiers:
     @property
     def semantic(self) -> SemanticCache | None:
         return self._semantic
+
+    @property
+    def learning(self) -> OnlineLearning | None:
+        """The semantic tier's online learning (``None``: static thresholds only)."""
+        return self._learning
 
     @property
     def enabled(self) -> bool:
@@ -106,16 +114,34 @@ class CacheTiers:
             else await self._semantic.purge(tenant=tenant, model=model),
         }
 
-    def storer(self, keys: CacheKeys, *, semantic: bool = True) -> Store:
+    def storer(
+        self, keys: CacheKeys, *, semantic: bool = True, candidate: SemanticMatch | None = None
+    ) -> Store:
         """Store a completed answer under ``keys`` in the exact tier, and in the semantic
-        tier too unless ``semantic`` is false (a stale exact entry's refresh)."""
+        tier too unless ``semantic`` is false (a stale exact entry's refresh). A
+        ``candidate`` match that was not served is compared with the answer (free evidence
+        for the learned thresholds)."""
         exact, cache, ttl_s = self._exact, self._semantic, self._semantic_ttl_s
         skey = keys.semantic if semantic else None
+        learning = self._learning if keys.semantic is not None else None
 
         async def store(answer: RecordedAnswer) -> None:
+            if learning is not None and candidate is not None and keys.semantic is not None:
+                cached = RecordedAnswer.from_bytes(candidate.payload).text
+                learning.learn_later(
+                    candidate, keys.semantic.query, cached, answer.text, paid=False
+                )
             if exact is not None and keys.exact is not None:
                 await exact.put(keys.exact, answer)
             if cache is not None and skey is not None:
                 await cache.store(skey.partition, skey.query, answer.to_bytes(), ttl_s)
 
         return store
+
+    async def verified(self, keys: CacheKeys, match: SemanticMatch, fresh: RecordedAnswer) -> bool:
+        """Record a served ``match`` checked against ``fresh`` (a paid verification);
+        whether they agreed."""
+        if self._learning is None or keys.semantic is None:
+            return True
+        cached = RecordedAnswer.from_bytes(match.payload).text
+        return await self._learning.learn(match, keys.semantic.query, cached, fresh.text, paid=True)

@@ -117,6 +117,42 @@ class GatewayMetrics:
             ["action"],
             registry=r,
         )
+        # The semantic tier's learned thresholds (gateway/cache/thresholds.py, verify.py).
+        self.semantic_hits = Counter(
+            "nearline_semantic_hits_total",
+            "Semantic hits by the rule that served them: static threshold or learned bound.",
+            ["rule"],
+            registry=r,
+        )
+        self.semantic_outcomes = Counter(
+            "nearline_semantic_outcomes_total",
+            "Cached answers judged against a fresh one: paid (a served match verified) or "
+            "free (an unserved candidate vs the answer given), agreed or not.",
+            ["kind", "agreed"],
+            registry=r,
+        )
+        self.semantic_agreement = Gauge(
+            "nearline_semantic_agreement_rate",
+            "Share of judged outcomes whose cached answer agreed with the fresh one.",
+            registry=r,
+        )
+        self.semantic_error_bound = Histogram(
+            "nearline_semantic_error_bound",
+            "The upper confidence bound on P(wrong) of each semantic hit served on evidence.",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+            registry=r,
+        )
+        self.semantic_verification_cost = Counter(
+            "nearline_semantic_verification_cost_usd_total",
+            "Upstream spend of verifications (served matches also sent to the model).",
+            registry=r,
+        )
+        self.semantic_verification_tokens = Counter(
+            "nearline_semantic_verification_tokens_total",
+            "Upstream tokens of verifications.",
+            ["kind"],
+            registry=r,
+        )
         self.request_log_dropped = Gauge(
             "nearline_request_log_dropped_rows",
             "Request-log rows dropped because the write buffer was full (requests never are).",
@@ -125,6 +161,14 @@ class GatewayMetrics:
         self.queue_depth = Gauge(
             "nearline_local_queue_depth", "Requests waiting for the local model.", registry=r
         )
+        self._judged = self._agreed = 0
+
+    def observe_semantic_outcome(self, paid: bool, agreed: bool) -> None:
+        """One cached answer judged against a fresh one (verify.py's ``on_outcome``)."""
+        self.semantic_outcomes.labels(kind="paid" if paid else "free", agreed=str(agreed)).inc()
+        self._judged += 1
+        self._agreed += agreed
+        self.semantic_agreement.set(self._agreed / self._judged)
 
     def observe_perception(self, seconds: float) -> None:
         self.perception_band.labels(band=band_of(seconds).value).inc()
