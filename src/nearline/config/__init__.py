@@ -212,6 +212,9 @@ class ProgressiveSettings(_Strict):
 
     draft_model: str | None = DEFAULT_MODEL_NAME  # a catalogue name; null: no drafts
     draft_max_tokens: int = Field(default=48, ge=1)
+    # The refined answer failed before its first token: the draft becomes the answer
+    # (marked: the `replace` event and the request-log row name "draft") instead of an error.
+    fallback_to_draft: bool = True
 
 
 class PrefetchSettings(_Strict):

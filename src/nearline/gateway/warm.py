@@ -7,9 +7,12 @@ the sampling fields the application sends, e.g. ``"temperature"``: they are part
 cache key).
 Every question is sent with ``stream: false``, the way the gateway stores complete answers.
 Progress is appended to a state file (``FILE.warm-state`` unless ``--state``), one line per
-finished question, so an interrupted run resumes where it stopped; a question the gateway
-already answers from its cache (``x-nearline-source: exact`` or ``semantic``) counts as
-already warm. A bad line is reported with its number and the rest still run.
+finished question, so an interrupted run resumes where it stopped. The state file is a hint,
+not the truth: a question it lists is probed with ``Cache-Control: only-if-cached`` (no
+upstream call; 504 when no tier holds it) and sent again when the gateway lost it (a
+restart, a purge, an expiry). A question the gateway already answers from its cache
+(``x-nearline-source: exact`` or ``semantic``) counts as already warm. A bad line is
+reported with its number and the rest still run.
 """
 
 from __future__ import annotations
@@ -166,7 +169,7 @@ class Tally:
     total: int
     warmed: int = 0
     already_warm: int = 0
-    skipped: int = 0  # finished in an earlier run (state file) or a repeat within the file
+    skipped: int = 0  # finished in an earlier run and still cached, or a repeat in the file
     failed: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -294,6 +297,19 @@ async def ask(client: httpx.AsyncClient, target: Target, question: Question) -> 
     raise AssertionError("unreachable")
 
 
+async def still_cached(client: httpx.AsyncClient, target: Target, question: Question) -> bool:
+    """Ask with ``Cache-Control: only-if-cached``: the gateway answers from a cache tier or
+    refuses (504 ``not_cached``) without calling any model. Anything but a 200 is "no"."""
+    headers = {**target.headers, "Cache-Control": "only-if-cached"}
+    try:
+        response = await client.post(
+            f"{target.url}/v1/chat/completions", json=question.body, headers=headers
+        )
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200
+
+
 def _retry_after(response: httpx.Response, attempt: int) -> float:
     try:
         wait = float(response.headers.get("retry-after", ""))
@@ -314,7 +330,7 @@ async def warm(
     seen: set[str] = set()
     for question in questions:
         key = question_key(target.url, target.api_key, question.body)
-        if key in state.done or key in seen:
+        if key in seen:
             tally.skipped += 1
             continue
         seen.add(key)
@@ -327,6 +343,10 @@ async def warm(
         async def worker() -> None:
             while not queue.empty():
                 question, key = queue.get_nowait()
+                if key in state.done and await still_cached(client, target, question):
+                    tally.skipped += 1  # done before, and the gateway still holds it
+                    progress.update()
+                    continue
                 try:
                     source = await ask(client, target, question)
                 except AskFailed as exc:

@@ -262,7 +262,13 @@ class ServingPipeline:
         draft = self._draft(answering.call, answering.tenant)
         if draft is None:
             return refined
-        return with_preliminary(refined, draft, source=Source.DRAFT, background=self._tasks)
+        return with_preliminary(
+            refined,
+            draft,
+            source=Source.DRAFT,
+            background=self._tasks,
+            fallback=self._progressive.fallback_to_draft,
+        )
 
     def _wants_progressive(
         self, request: ChatRequest, route: ModelRoute, transport_says: bool | None

@@ -8,17 +8,25 @@ what was shown, and the refined events follow unchanged.
 
 Stopping the preliminary source runs in the caller's ``BackgroundTasks`` (the pipeline's),
 so it is cancelled and awaited when its owner closes.
+
+With ``fallback``, a refined answer that fails before its first token does not end the
+answer: the preliminary source runs to its end and becomes the answer, marked as such —
+``Replace("confirm", source=<its source>)``, then its text as a ``Delta`` of that source,
+its usage and its finish reason. Only when it has nothing to give does the error stand.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator
 
 from nearline.core.errors import NearlineError
-from nearline.core.events import Delta, Event, Preliminary, Replace
+from nearline.core.events import Delta, Done, ErrorEvent, Event, Preliminary, Replace, Usage
 from nearline.core.tasks import BackgroundTasks
+
+log = logging.getLogger(__name__)
 
 
 def _agrees(preliminary: str, refined_start: str) -> bool:
@@ -34,26 +42,49 @@ async def with_preliminary(
     similarity: float | None = None,
     *,
     background: BackgroundTasks,
+    fallback: bool = False,
 ) -> AsyncGenerator[Event, None]:
     refined_first: asyncio.Future[Event] = asyncio.ensure_future(anext(refined))
     pending: asyncio.Future[Event] | None = asyncio.ensure_future(anext(preliminary))
     shown = ""
+    ending: list[Usage | Done] = []  # the preliminary's own usage and finish, for a fallback
+    complete = False  # the preliminary source ran to its end without failing
     try:
         while pending is not None:
             done, _ = await asyncio.wait(
                 {refined_first, pending}, return_when=asyncio.FIRST_COMPLETED
             )
-            if refined_first in done:
+            if refined_first in done and not (fallback and _failed(refined_first)):
                 break
+            if pending not in done:  # the refinement failed: wait for the preliminary alone
+                await asyncio.wait({pending})
             try:
                 event = pending.result()
-            except (StopAsyncIteration, NearlineError):
-                pending = None  # the preliminary source ended or failed: wait for the refinement
+            except StopAsyncIteration:
+                pending, complete = None, True
+                break
+            except NearlineError:
+                pending = None  # the preliminary source failed: wait for the refinement
                 break
             if isinstance(event, Delta):
                 shown += event.text
                 yield Preliminary(shown, source=source, similarity=similarity)
+            elif isinstance(event, Usage | Done):
+                ending.append(event)
+            elif isinstance(event, ErrorEvent):
+                pending = None
+                break
             pending = asyncio.ensure_future(anext(preliminary))
+        if fallback and complete and shown and refined_first.done() and _failed(refined_first):
+            log.warning(
+                "the refined answer failed before its first token (%s); the %s stands as the "
+                "answer",
+                _failure(refined_first),
+                source,
+            )
+            for event in _standing(shown, source, ending):
+                yield event
+            return
         # Stop the preliminary source without waiting for it: a draft model may be in the
         # middle of evaluating its prompt, which cannot be interrupted, and the refined answer
         # must not wait for that.
@@ -74,6 +105,33 @@ async def with_preliminary(
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, NearlineError):
                 await refined_first
         await refined.aclose()
+
+
+def _standing(shown: str, source: str, ending: list[Usage | Done]) -> list[Event]:
+    """The preliminary as the answer: marked, its text, its usage and finish reason."""
+    usage = [event for event in ending if isinstance(event, Usage)]
+    finish = [event for event in ending if isinstance(event, Done)]
+    return [
+        Replace("confirm", source=source),
+        Delta(shown, source=source),
+        *usage[-1:],
+        finish[-1] if finish else Done(),
+    ]
+
+
+def _failed(first: asyncio.Future[Event]) -> bool:
+    """The refined answer's first event is a failure (an error, or no answer at all)."""
+    if first.cancelled():
+        return False
+    return first.exception() is not None or isinstance(first.result(), ErrorEvent)
+
+
+def _failure(first: asyncio.Future[Event]) -> str:
+    error = first.exception()
+    if error is None:
+        event = first.result()
+        return event.error.message if isinstance(event, ErrorEvent) else "no event"
+    return str(error) or type(error).__name__
 
 
 async def _stop(pending: asyncio.Future[Event] | None, source: AsyncGenerator[Event, None]) -> None:

@@ -26,6 +26,7 @@ from nearline.core.events import (
     Usage,
     collect,
 )
+from nearline.core.source import Source
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
@@ -109,6 +110,8 @@ def progressive_event(event: Preliminary | Replace) -> dict[str, Any]:
             "source": event.source,
             "similarity": event.similarity,
         }
+    if event.source != Source.INFERENCE:  # the preliminary stands as the answer (a fallback)
+        return {"type": "replace", "action": event.action, "source": event.source}
     return {"type": "replace", "action": event.action}
 
 

@@ -37,6 +37,7 @@ class AnswerOutcome:
     total_s: float
     usage: Usage
     text: str
+    source: str = ""  # what answered in the end, when not the source it started with
 
 
 class _Observation:
@@ -83,6 +84,8 @@ class _Observation:
                 m.time_to_first_token.labels(**self.labels).observe(now - self.received_at)
         elif isinstance(event, Replace):
             m.preliminaries.labels(action=event.action).inc()
+            if event.source != Source.INFERENCE:  # the preliminary stands as the answer
+                self.source = event.source
         elif isinstance(event, Usage):
             self._see_usage(event, now)
         elif isinstance(event, Done):
@@ -126,6 +129,7 @@ class _Observation:
             total_s=time.perf_counter() - self.received_at,
             usage=self.usage,
             text="".join(self.parts),
+            source=self.source,
         )
 
 
@@ -235,7 +239,7 @@ class AnswerObserver:
                         call,
                         outcome,
                         request_id=request_id,
-                        source=source,
+                        source=outcome.source or source,
                         similarity=similarity,
                         arrived_unix=arrived_unix,
                         price=price,
