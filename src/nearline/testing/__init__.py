@@ -144,9 +144,18 @@ def serve_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
         yield server.url
 
 
-def wait_until_ready(base_url: str, timeout_s: float = 60.0, path: str = "/readyz") -> None:
+def wait_until_ready(
+    base_url: str,
+    timeout_s: float = 60.0,
+    path: str = "/readyz",
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Poll ``path`` until it answers 200; with ``process``, fail at once if it exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode} before ready")
         try:
             if httpx.get(f"{base_url}{path}", timeout=1.0).status_code == 200:
                 return
@@ -170,7 +179,7 @@ def serve_in_process(config: Path, *, ready_timeout_s: float = 120.0) -> Iterato
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_ready(url, timeout_s=ready_timeout_s)
+        wait_until_ready(url, timeout_s=ready_timeout_s, process=process)
         yield url
     finally:
         process.terminate()
