@@ -148,7 +148,10 @@ class SemanticCache:
     async def _stop_follower(self, follower: asyncio.Task[None]) -> None:
         # The follower sees ``_closing`` after its current blocking read (follow_block_ms).
         # Cancelling is only the fallback: redis-py can swallow a CancelledError that lands
-        # inside a blocking XREAD, so a cancel alone may never stop the task.
+        # inside a blocking XREAD, so a cancel alone may never stop the task. The in-process
+        # sweep only sleeps between sweeps: it is cancelled at once.
+        if not self._store.shared:
+            follower.cancel()
         await asyncio.wait({follower}, timeout=self._follow_block_ms / 1000 + 0.5)
         while not follower.done():
             follower.cancel()
