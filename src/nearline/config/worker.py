@@ -64,6 +64,9 @@ class WorkerSettings(_Strict):
 
     broker: Literal["memory", "redis", "rabbitmq", "kafka"] = "memory"
     rabbitmq_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", pattern=r"^amqps?://")
+    # where RabbitMQ's dedupe keys of results live; null: redis when redis.url is set (a
+    # killed worker's results are then not written twice), else memory
+    dedupe: Literal["memory", "redis"] | None = None
     consumer_name: str | None = None  # default: <hostname>-<pid>
     reclaim_idle_ms: int = Field(default=30_000, ge=10)
     # a consumer idle this long and holding no entries is removed from its group (null: never)

@@ -52,7 +52,9 @@ async def open_broker(settings: Settings, kind: str | None = None) -> Broker:
 
             raise missing_extra("rabbitmq", "worker.broker: 'rabbitmq'", exc) from exc
 
-        return await RabbitMQBroker.connect(worker.rabbitmq_url, bound)
+        from nearline.worker.dedupe import dedupe_store
+
+        return await RabbitMQBroker.connect(worker.rabbitmq_url, bound, dedupe_store(settings))
     if kind == "kafka":
         return await _open_kafka(settings, bound)
     raise ConfigError(f"worker.broker: unknown broker {kind!r} (memory, redis, rabbitmq, kafka)")

@@ -41,6 +41,13 @@ def add_commands(commands: Any) -> None:
         help="override worker.broker",
     )
     worker.add_argument(
+        "--dedupe",
+        choices=["memory", "redis"],
+        default=None,
+        help="override worker.dedupe: where RabbitMQ's dedupe keys of results live "
+        "(default redis when redis.url is set)",
+    )
+    worker.add_argument(
         "--consumer", default=None, help="consumer name in each group (default <hostname>-<pid>)"
     )
     worker.add_argument(
@@ -70,6 +77,8 @@ def _run_worker(args: argparse.Namespace) -> int:
         worker["broker"] = args.broker
     if args.consumer is not None:
         worker["consumer_name"] = args.consumer
+    if args.dedupe is not None:
+        worker["dedupe"] = args.dedupe
     settings = load_settings(args.config)  # a ConfigError is reported by nearline.cli.main
     if worker:
         settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=worker)})

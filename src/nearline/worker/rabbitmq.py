@@ -15,9 +15,14 @@ How the contract maps onto RabbitMQ:
   of dropping anything. Before publishing, the queues of the groups this broker knows are
   checked so a batch is refused whole; a group created by another process is only guarded by
   the refusal itself (other groups may then have received the entries: at-least-once).
-* **dedupe keys**: RabbitMQ has no such thing; a ``DedupeStore`` remembers them. The default
-  keeps them in memory (lost on a crash); pass ``RedisDedupeStore`` to survive crashes.
-  Either forgets a key after the stream's dedupe TTL (``StreamBound.dedupe_ttl``).
+* **dedupe keys**: RabbitMQ has no such thing; a ``DedupeStore`` (``dedupe.py``) remembers
+  them, written ahead: ``?<id>`` before sending, ``<id>`` once confirmed. A key still marked
+  ``?`` (its publisher died waiting for the confirm) is looked up in the stream's log: found,
+  it is published; not found, its message is sent again with the same id. Without a store
+  the broker keeps them in memory (lost on a crash: a killed worker's results are written
+  again); ``nearline worker`` passes ``RedisDedupeStore`` whenever
+  ``redis.url`` is set (``worker.dedupe``). Either forgets a key after the stream's dedupe TTL
+  (``StreamBound.dedupe_ttl``).
 * **retention** (``StreamBound.retained``): the group queues of a retained stream get
   ``x-max-length`` with ``x-overflow: drop-head`` (the oldest go, nothing is refused) and its
   log queue ``x-max-age``. RabbitMQ refuses to redeclare a queue with other arguments: a queue
@@ -34,8 +39,8 @@ import datetime
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 import aio_pika
 import orjson
@@ -49,7 +54,6 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, DeliveryError
 
 from nearline.worker.broker import (
-    DEFAULT_DEDUPE_TTL_S,
     BrokerError,
     Entry,
     EntryIds,
@@ -60,10 +64,15 @@ from nearline.worker.broker import (
     decode_payload,
     entry_id_ms,
 )
+from nearline.worker.dedupe import DedupeStore, MemoryDedupeStore, RedisDedupeStore
+
+__all__ = ["DedupeStore", "MemoryDedupeStore", "RabbitMQBroker", "RedisDedupeStore"]
 
 _ENTRY_ID = re.compile(r"\d{1,15}-\d{1,19}")
 _TAIL_PREFETCH = 500
 _TAIL_SKIP_ALLOWANCE_MS = 10_000
+_SENDING = "?"  # a dedupe key's value while its message awaits the confirm
+_LOG_END_S = 1.0  # no message for this long: the end of a stream's log
 
 
 @contextlib.contextmanager
@@ -72,81 +81,6 @@ def _boundary(what: str) -> Iterator[None]:
         yield
     except (AMQPError, ConnectionError) as exc:
         raise BrokerError(f"rabbitmq {what} failed: {exc!r}") from exc
-
-
-class DedupeStore(Protocol):
-    async def known(self, stream: str, keys: Sequence[str]) -> dict[str, str]:
-        """The ids already published under any of ``keys`` (and not expired)."""
-        ...
-
-    async def remember(
-        self, stream: str, ids_by_key: Mapping[str, str], ttl_s: int | None = None
-    ) -> None:
-        """Keep the keys ``ttl_s`` seconds (``None``: the store's default)."""
-        ...
-
-    async def forget(self, stream: str) -> None: ...
-
-
-class MemoryDedupeStore:
-    """Dedupe keys in this process, forgotten after their TTL (lost on a crash)."""
-
-    def __init__(self, ttl_s: int = DEFAULT_DEDUPE_TTL_S) -> None:
-        self._ttl_s = ttl_s
-        self._ids: dict[str, dict[str, tuple[str, float]]] = {}  # id, expiry (monotonic)
-
-    async def known(self, stream: str, keys: Sequence[str]) -> dict[str, str]:
-        ids = self._ids.get(stream, {})
-        now = time.monotonic()
-        while ids:  # kept in expiry order: forget what expired
-            oldest = next(iter(ids))
-            if ids[oldest][1] > now:
-                break
-            del ids[oldest]
-        return {key: ids[key][0] for key in keys if key in ids}
-
-    async def remember(
-        self, stream: str, ids_by_key: Mapping[str, str], ttl_s: int | None = None
-    ) -> None:
-        ids = self._ids.setdefault(stream, {})
-        expires = time.monotonic() + (self._ttl_s if ttl_s is None else ttl_s)
-        for key, entry_id in ids_by_key.items():
-            ids.pop(key, None)
-            ids[key] = (entry_id, expires)
-
-    async def forget(self, stream: str) -> None:
-        self._ids.pop(stream, None)
-
-
-class RedisDedupeStore:
-    """Dedupe keys in Redis (``<stream>:dedupe:<key>``), kept ``ttl_s`` seconds."""
-
-    def __init__(self, client: Any, ttl_s: int = 7 * 24 * 3600) -> None:
-        self._redis = client
-        self._ttl_s = ttl_s
-
-    async def known(self, stream: str, keys: Sequence[str]) -> dict[str, str]:
-        if not keys:
-            return {}
-        values = await self._redis.mget([f"{stream}:dedupe:{key}" for key in keys])
-        return {
-            key: value.decode() if isinstance(value, bytes) else str(value)
-            for key, value in zip(keys, values, strict=True)
-            if value is not None
-        }
-
-    async def remember(
-        self, stream: str, ids_by_key: Mapping[str, str], ttl_s: int | None = None
-    ) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, entry_id in ids_by_key.items():
-                pipe.set(f"{stream}:dedupe:{key}", entry_id, ex=ttl_s or self._ttl_s)
-            await pipe.execute()
-
-    async def forget(self, stream: str) -> None:
-        keys = [key async for key in self._redis.scan_iter(match=f"{stream}:dedupe:*")]
-        if keys:
-            await self._redis.delete(*keys)
 
 
 def exchange_name(stream: str) -> str:
@@ -258,7 +192,8 @@ class RabbitMQBroker:
             return []
         exchange = await self._exchange(stream)
         keys = [m.dedupe_key for m in messages if m.dedupe_key is not None]
-        known = await self._dedupe.known(stream, keys)
+        ttl_s = self._bound.dedupe_ttl(stream)
+        known, unsure = await self._known(stream, keys, ttl_s)
         ids: list[str] = []
         fresh: list[tuple[str, Message]] = []
         for message in messages:
@@ -266,38 +201,90 @@ class RabbitMQBroker:
             if key is not None and key in known:
                 ids.append(known[key])
                 continue
-            entry_id = self._ids.next()
+            entry_id = unsure.get(key) if key is not None else None
+            entry_id = entry_id or self._ids.next()
             if key is not None:
                 known[key] = entry_id
             fresh.append((entry_id, message))
             ids.append(entry_id)
         await self._refuse_if_full(stream, len(fresh))
+        reserved = {m.dedupe_key: _SENDING + i for i, m in fresh if m.dedupe_key is not None}
+        if reserved:  # written ahead: a publisher killed before the confirms leaves them marked
+            await self._dedupe.remember(stream, reserved, ttl_s)
+
+        async def send(entry_id: str, message: Message) -> None:
+            await exchange.publish(
+                aio_pika.Message(
+                    orjson.dumps(dict(message.data)),
+                    message_id=entry_id,
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key="",
+                mandatory=False,
+            )
+            if message.dedupe_key is not None:  # at once, each: a kill mid-batch forgets none
+                await self._dedupe.remember(stream, {message.dedupe_key: entry_id}, ttl_s)
+
         with _boundary("publish"):
             try:
-                await asyncio.gather(
-                    *(
-                        exchange.publish(
-                            aio_pika.Message(
-                                orjson.dumps(dict(message.data)),
-                                message_id=entry_id,
-                                content_type="application/json",
-                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            ),
-                            routing_key="",
-                            mandatory=False,
-                        )
-                        for entry_id, message in fresh
-                    )
-                )
+                await asyncio.gather(*(send(entry_id, message) for entry_id, message in fresh))
             except DeliveryError as refused:
                 bound = self._bound.for_stream(stream) or 0
                 raise StreamFull(stream, bound, bound) from refused
-        await self._dedupe.remember(
-            stream,
-            {m.dedupe_key: i for i, m in fresh if m.dedupe_key is not None},
-            self._bound.dedupe_ttl(stream),
-        )
         return ids
+
+    async def _known(
+        self, stream: str, keys: Sequence[str], ttl_s: int
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The ids already published under ``keys``, and the ids of keys whose publisher died
+        between sending and the confirm, not found in the stream's log (to send again)."""
+        known = await self._dedupe.known(stream, keys)
+        marked = {k: v.removeprefix(_SENDING) for k, v in known.items() if v.startswith(_SENDING)}
+        if not marked:
+            return known, {}
+        landed = await self._in_log(stream, set(marked.values()))
+        confirmed = {key: entry_id for key, entry_id in marked.items() if entry_id in landed}
+        if confirmed:
+            await self._dedupe.remember(stream, confirmed, ttl_s)
+        known = {
+            k: confirmed.get(k, v) for k, v in known.items() if k not in marked or k in confirmed
+        }
+        return known, {k: i for k, i in marked.items() if i not in landed}
+
+    async def _in_log(self, stream: str, ids: set[str]) -> set[str]:
+        """Which of ``ids`` the stream's log holds: read from a little before the oldest until
+        all are found, the log passes the newest by ``_TAIL_SKIP_ALLOWANCE_MS`` or ends."""
+        newest_ms = max(entry_id_ms(i) for i in ids) + _TAIL_SKIP_ALLOWANCE_MS
+        start = datetime.datetime.fromtimestamp(
+            min(entry_id_ms(i) for i in ids) / 1000 - 2, tz=datetime.UTC
+        )
+        found: set[str] = set()
+        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        with _boundary("log lookup"):
+            channel = await self._connection.channel()
+        try:
+            with _boundary("log lookup"):
+                await channel.set_qos(prefetch_count=_TAIL_PREFETCH)
+                queue = await channel.declare_queue(
+                    log_queue_name(stream), durable=True, arguments=self._log_arguments(stream)
+                )
+                await queue.consume(inbox.put, arguments={"x-stream-offset": start})
+                while found != ids:
+                    try:
+                        message = await asyncio.wait_for(inbox.get(), _LOG_END_S)
+                    except TimeoutError:  # the end of the log
+                        break
+                    await message.ack()
+                    entry = _entry(message)
+                    if entry.id in ids:
+                        found.add(entry.id)
+                    elif entry.published_ms > newest_ms:
+                        break
+        finally:
+            with contextlib.suppress(AMQPError, ConnectionError, RuntimeError):
+                await channel.close()
+        return found
 
     async def _refuse_if_full(self, stream: str, adding: int) -> None:
         bound = self._bound.for_stream(stream)
@@ -383,6 +370,9 @@ class RabbitMQBroker:
     async def aclose(self) -> None:
         with contextlib.suppress(AMQPError, ConnectionError, RuntimeError):
             await self._connection.close()
+        close_store = getattr(self._dedupe, "aclose", None)
+        if close_store is not None:
+            await close_store()
 
 
 class RabbitMQConsumer:
