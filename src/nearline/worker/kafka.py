@@ -58,6 +58,7 @@ from nearline.worker.broker import (
     entry_id_ms,
 )
 from nearline.worker.kafka_consumer import (
+    FETCH_MAX_WAIT_MS,
     MAX_PARTITIONS,
     KafkaConsumer,
     boundary,
@@ -334,7 +335,9 @@ class KafkaBroker:
 
     async def tail(self, stream: str, after: str | None) -> AsyncIterator[Entry]:
         tps = await self._tps(stream)
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers)
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+        )
         with boundary("tail"):
             await reader.start()
         try:

@@ -31,6 +31,9 @@ logger = logging.getLogger("nearline.worker.kafka")
 MAX_PARTITIONS = 1000  # ids pack the partition into the last three digits
 _RENEW_EVERY_S = 0.2  # lease renewal; also how soon a busy consumer makes room for a new one
 _SETTLE_S = 0.05
+# tansu holds a fetch until its max wait even when a record arrives meanwhile (measured: ~115 ms
+# late at aiokafka's default 500 ms, <= 18 ms at 20); Kafka answers at the first record
+FETCH_MAX_WAIT_MS = 20
 
 
 @contextlib.contextmanager
@@ -95,6 +98,7 @@ class KafkaConsumer:
             group_id=self._group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         with boundary("connect"):
             await client.start()
