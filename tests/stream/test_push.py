@@ -198,7 +198,7 @@ async def test_the_worker_answers_a_bad_push_request_in_openai_error_shape(
     transport = httpx.ASGITransport(app=create_worker_app(worker))
     async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
         unknown = await client.get(f"/v1/streams/{prefix}-source/events")
-        wrong_method = await client.post(f"/v1/streams/{prefix}-results/events")
+        wrong_method = await client.put(f"/v1/streams/{prefix}-results/events")
 
     assert unknown.status_code == 404
     assert unknown.json() == {

@@ -82,4 +82,7 @@ class WorkerSettings(_Strict):
     shutdown_grace_ms: int = Field(default=10_000, ge=0)
     # a full results or dead-letter stream: wait this long, then give the batch back
     output_full_wait_ms: int = Field(default=30_000, ge=0)
+    # HTTP ingest (POST /v1/streams/{source}/events with --http-port): bounds of one request
+    ingest_max_events: int = Field(default=1000, ge=1, le=100_000)
+    ingest_max_body_bytes: int = Field(default=1_000_000, ge=1024)
     pipelines: list[PipelineSettings] = Field(default_factory=list)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from nearline.config import AuthSettings, KeyLimits, Settings, hash_api_key, is_loopback
+from nearline.config import AuthSettings, KeyLimits, Settings, is_loopback
 from nearline.core.errors import AuthenticationFailed
 
+# the key scheme lives in nearline.core.keys, where the worker finds it too; re-exported here
+from nearline.core.keys import bearer_key, hash_api_key, holds_key
+
 ANONYMOUS_TENANT = "local"
-
-
-def bearer_key(authorization: str | None) -> str | None:
-    """The key of an ``Authorization: Bearer <key>`` header; ``None`` if absent or malformed."""
-    scheme, _, key = (authorization or "").partition(" ")
-    key = key.strip()
-    return key if scheme.lower() == "bearer" and key else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +90,14 @@ def metrics_protected(settings: Settings) -> bool:
     return admin_required(settings) or bool(settings.auth.metrics_keys)
 
 
-def holds_key(authorization: str | None, digests: Iterable[str]) -> bool:
-    """The ``Authorization`` header presents a key whose SHA-256 digest is in ``digests``."""
-    key = bearer_key(authorization)
-    return key is not None and hash_api_key(key) in set(digests)
+__all__ = [
+    "ANONYMOUS_TENANT",
+    "KeyRing",
+    "Tenant",
+    "admin_required",
+    "bearer_key",
+    "config_key_id",
+    "hash_api_key",
+    "holds_key",
+    "metrics_protected",
+]

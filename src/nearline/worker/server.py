@@ -1,4 +1,5 @@
-"""The worker's own small HTTP face: health, Prometheus metrics and the results push API."""
+"""The worker's own small HTTP face: health, Prometheus metrics, the results push API and the
+ingest API (``POST /v1/streams/{source}/events``)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from starlette.responses import JSONResponse, Response
 
 from nearline.config import Settings
 from nearline.core.http import install_error_handlers
+from nearline.worker.ingest import create_ingest_router
 from nearline.worker.push import create_push_router
 from nearline.worker.worker import Worker
 
 
-def create_worker_app(worker: Worker) -> FastAPI:
+def create_worker_app(worker: Worker, settings: Settings | None = None) -> FastAPI:
+    """Health, metrics, the push API for the results streams and the ingest API for the
+    sources (keys as ``settings.auth`` configures them for the gateway: tenant and admin keys)."""
+    settings = settings or Settings()
     app = FastAPI(title="nearline worker", docs_url=None, redoc_url=None)
     install_error_handlers(app)  # errors in OpenAI's shape, as the gateway answers them
     results = sorted({p.results for p in worker.pipelines if p.results is not None})
@@ -30,13 +35,23 @@ def create_worker_app(worker: Worker) -> FastAPI:
         return Response(generate_latest(worker.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(create_push_router(worker.broker, results, stop=worker.stopping))
+    auth = settings.auth
+    app.include_router(
+        create_ingest_router(
+            worker.broker,
+            sorted({p.source for p in worker.pipelines}),
+            key_digests=[key.sha256 for key in auth.keys] + list(auth.admin_keys),
+            max_events=settings.worker.ingest_max_events,
+            max_body_bytes=settings.worker.ingest_max_body_bytes,
+        )
+    )
     return app
 
 
 async def serve_with_worker(worker: Worker, settings: Settings, port: int) -> None:
     """Run ``worker`` and its HTTP face until either stops (a signal stops both)."""
     config = uvicorn.Config(
-        create_worker_app(worker),
+        create_worker_app(worker, settings),
         host=settings.server.host,
         port=port,
         log_level="warning",
