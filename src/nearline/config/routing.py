@@ -20,6 +20,8 @@ routing:
         - {provider: openai-west, upstream_model: gpt-x, input_per_mtok: 2.5, output_per_mtok: 10}
   cascades:
     auto: {cheap: light, strong: frontier, threshold: 0.6}
+  plans:                          # a model names one as provider: "plan:deep"
+    deep: {planner: frontier, executor: light, max_steps: 4, parallel: true}
   rules:
     - {tier: frontier, when: {headers: {x-nearline-tier: frontier}}}
     - {tier: light, when: {tenants: [free]}}
@@ -105,6 +107,49 @@ class CascadeSettings(_Strict):
         return self
 
 
+PLAN_PREFIX = "plan:"
+"""A model's ``provider`` naming a plan: ``plan:<name>`` (``routing.plans.<name>``)."""
+
+
+class PlanSettings(_Strict):
+    """Plan-and-Execute as a model (``gateway/plan/``): ``planner`` writes at most
+    ``max_steps`` numbered steps, ``executor`` carries each out (in order, each seeing the
+    results so far, or all at once with ``parallel``), and ``synthesise`` (a tier, or none:
+    the step results are the answer) writes the final answer from them.
+
+    A planner answer with no numbered step, a step that fails or outlasts
+    ``step_timeout_s``, a plan that outlasts ``timeout_s`` or spends more than
+    ``max_cost_usd`` before its final answer: then ``on_failure: fallback`` answers with
+    ``fallback`` alone (default: the planner's tier), ``error`` fails the request. Never a
+    half answer.
+    """
+
+    planner: str
+    executor: str
+    synthesise: str | None = None
+    max_steps: int = Field(default=5, ge=1, le=20)
+    parallel: bool = False
+    plan_max_tokens: int = Field(default=256, ge=1)
+    step_max_tokens: int = Field(default=512, ge=1)
+    step_timeout_s: float | None = Field(default=60.0, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)  # planner + steps, before the answer
+    max_cost_usd: float | None = Field(default=None, gt=0)  # planner + steps
+    on_failure: Literal["fallback", "error"] = "fallback"
+    fallback: str | None = None  # the tier that answers alone; None: the planner's
+
+    @property
+    def fallback_tier(self) -> str:
+        return self.fallback or self.planner
+
+    @property
+    def parts(self) -> list[str]:
+        """The tiers this plan calls."""
+        names = [self.planner, self.executor, self.synthesise]
+        if self.on_failure == "fallback":
+            names.append(self.fallback_tier)
+        return [name for name in names if name is not None]
+
+
 class RuleConditions(_Strict):
     """Every condition given must hold (AND); a rule with no conditions always matches."""
 
@@ -137,13 +182,21 @@ class LearnedRoutingSettings(_Strict):
 class RoutingSettings(_Strict):
     tiers: dict[str, TierSettings] = Field(default_factory=dict)
     cascades: dict[str, CascadeSettings] = Field(default_factory=dict)
+    plans: dict[str, PlanSettings] = Field(default_factory=dict)
     rules: list[RuleSettings] = Field(default_factory=list)
     learned: LearnedRoutingSettings | None = None
 
     @property
     def routable_names(self) -> set[str]:
-        """Names a model route or a rule may use as its provider: tiers and cascades."""
-        return set(self.tiers) | set(self.cascades)
+        """Names a model route or a rule may use as its provider: tiers, cascades and
+        ``plan:<name>`` for each plan."""
+        return set(self.tiers) | set(self.cascades) | {PLAN_PREFIX + name for name in self.plans}
+
+    def plan_named(self, provider: str) -> PlanSettings | None:
+        """The plan ``provider`` names (``plan:<name>``), if it names one."""
+        if not provider.startswith(PLAN_PREFIX):
+            return None
+        return self.plans.get(provider.removeprefix(PLAN_PREFIX))
 
     @model_validator(mode="after")
     def _references_resolve(self) -> RoutingSettings:
@@ -165,6 +218,11 @@ class RoutingSettings(_Strict):
                 tier = getattr(cascade, role)
                 if tier is not None and tier not in self.tiers:
                     raise ValueError(f"routing.cascades.{name}.{role}: unknown tier {tier!r}")
+        for name, plan in self.plans.items():
+            for role in ("planner", "executor", "synthesise", "fallback"):
+                tier = getattr(plan, role)
+                if tier is not None and tier not in self.tiers:
+                    raise ValueError(f"routing.plans.{name}.{role}: unknown tier {tier!r}")
         for index, rule in enumerate(self.rules):
             if rule.tier not in self.routable_names:
                 raise ValueError(
@@ -207,10 +265,15 @@ class RoutingSettings(_Strict):
         return used
 
     def tiers_needed_by(self, names: set[str]) -> set[str]:
-        """The tiers the given provider names need: themselves, cascade parts, fallbacks."""
+        """The tiers the given provider names need: themselves, cascade and plan parts,
+        fallbacks."""
         needed: set[str] = set()
         for name in names:
-            if name in self.cascades:
+            plan = self.plan_named(name)
+            if plan is not None:
+                for tier in plan.parts:
+                    needed.update(self.fallback_chain(tier))
+            elif name in self.cascades:
                 cascade = self.cascades[name]
                 parts = [cascade.cheap, cascade.strong, cascade.verifier_tier]
                 for part in parts:

@@ -46,10 +46,29 @@ class Replace:
 
 
 @dataclass(frozen=True, slots=True)
+class CallCost:
+    """One model call inside an answer that makes several (a plan's planner, steps,
+    synthesis, fallback): what it cost and how long it took."""
+
+    role: str  # plan, step, synthesis, fallback
+    tier: str
+    latency_s: float
+    cost_usd: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    step: int | None = None  # the step's number (role "step")
+    outcome: str = "ok"  # ok, error, timeout, cancelled
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    # Set by a provider that knows what its answer cost (a plan, whose calls have different
+    # prices); ``None``: the model's price applies to the tokens.
+    cost_usd: float | None = None
+    calls: tuple[CallCost, ...] = ()
 
     @property
     def total_tokens(self) -> int:

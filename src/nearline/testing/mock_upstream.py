@@ -47,6 +47,9 @@ class MockBehaviour:
     # Hold every answer before its first token until ``POST /mock/release`` (tests that must
     # order events without depending on how fast this machine is).
     hold_until_released: bool = False
+    # Lay every answer out as this many numbered lines ("1. w w", "2. w w", ...): a planner
+    # for Plan-and-Execute (the words and token counts are the same).
+    numbered_lines: int = 0
 
 
 @dataclass(slots=True)
@@ -76,6 +79,16 @@ def deterministic_words(messages: list[dict[str, Any]], seed: int | None, count:
     digest = hashlib.sha256(orjson.dumps([messages, seed])).digest()
     rng = random.Random(digest)
     return [rng.choice(_WORDS) for _ in range(count)]
+
+
+def numbered_lines(words: list[str], lines: int) -> list[str]:
+    """``words`` as ``lines`` numbered lines: each line's first word gets its number (and,
+    after the first line, a line break)."""
+    size = max(1, -(-len(words) // lines))
+    return [
+        (("\n" if i else "") + f"{i // size + 1}. {word}") if i % size == 0 else word
+        for i, word in enumerate(words)
+    ]
 
 
 def _chunk(
@@ -141,6 +154,8 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:  # noqa: PLR0915 - r
             min(behaviour.completion_tokens, int(limit)) if limit else behaviour.completion_tokens
         )
         words = deterministic_words(payload.get("messages", []), payload.get("seed"), count)
+        if behaviour.numbered_lines:
+            words = numbered_lines(words, behaviour.numbered_lines)
         finish = "length" if limit and int(limit) <= behaviour.completion_tokens else "stop"
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in payload["messages"])
         usage = {

@@ -30,7 +30,7 @@ from nearline.core.request import ChatRequest
 from nearline.gateway.api.openai import chat_request_from
 from nearline.gateway.api.state import AppState
 from nearline.gateway.serving.service import WEBSOCKET
-from nearline.gateway.serving.sse import progressive_event
+from nearline.gateway.serving.sse import progressive_event, usage_extension
 from nearline.gateway.tenancy import Tenant
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def event_message(request_id: str, event: Event, source: str) -> dict[str, Any]:
                 "completion_tokens": event.completion_tokens,
                 "cached_tokens": event.cached_tokens,
             }
+            if (extension := usage_extension(event)) is not None:
+                body["nearline"] = extension
         case Done(finish_reason=reason):
             body = {"type": "done", "finish_reason": reason, "source": source}
         case ErrorEvent(error=error):

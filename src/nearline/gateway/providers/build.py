@@ -1,7 +1,8 @@
 """Build the providers the model catalogue names, once, at start-up.
 
-A model may name a plain provider, a tier or a cascade (``routing:``); tiers and cascades
-are providers too, built over the plain providers their deployments name.
+A model may name a plain provider, a tier, a cascade or a plan (``plan:<name>``, see
+``routing:``); tiers, cascades and plans are providers too, built over the plain providers
+their deployments name.
 """
 
 from __future__ import annotations

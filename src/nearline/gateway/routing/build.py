@@ -1,11 +1,14 @@
-"""Build tiers, cascades and the router from ``routing:`` settings, once, at start-up."""
+"""Build tiers, cascades, plans and the router from ``routing:`` settings, once, at start-up."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nearline.config.routing import CascadeSettings, RoutingSettings
+from nearline.config.routing import PLAN_PREFIX, CascadeSettings, RoutingSettings
+from nearline.core.price import FREE
 from nearline.core.provider import Provider
+from nearline.gateway.plan.calls import Part
+from nearline.gateway.plan.provider import PlanProvider
 from nearline.gateway.routing.breaker import BreakerState, CircuitBreaker, StateListener
 from nearline.gateway.routing.cascade import CascadeProvider
 from nearline.gateway.routing.confidence import (
@@ -90,6 +93,37 @@ def _scorer(cascade: CascadeSettings, tiers: Mapping[str, TieredProvider]) -> Co
     return VerifierConfidence(verifier, verifier.deployments[0].upstream_model)
 
 
+def build_plans(
+    settings: RoutingSettings,
+    names: set[str],
+    tiers: Mapping[str, TieredProvider],
+    telemetry: RoutingTelemetry,
+) -> dict[str, PlanProvider]:
+    """``plan:<name>`` → its provider, for each plan ``names`` holds."""
+    plans: dict[str, PlanProvider] = {}
+    for name, plan in settings.plans.items():
+        provider = PLAN_PREFIX + name
+        if provider not in names:
+            continue
+        synthesiser = plan.synthesise
+        plans[provider] = PlanProvider(
+            provider,
+            plan,
+            planner=_part(tiers[plan.planner]),
+            executor=_part(tiers[plan.executor]),
+            fallback=_part(tiers[plan.fallback_tier]),
+            synthesiser=None if synthesiser is None else _part(tiers[synthesiser]),
+            telemetry=telemetry,
+        )
+    return plans
+
+
+def _part(tier: TieredProvider) -> Part:
+    """A tier as a plan calls it, priced at its first deployment's price (a plan's costs
+    assume a tier's deployments cost the same)."""
+    return Part(tier, tier.deployments[0].price if tier.deployments else FREE)
+
+
 def build_router(settings: RoutingSettings) -> Router:
     policies: list[RoutingPolicy] = [RulePolicy(settings.rules)]
     if settings.learned is not None:
@@ -113,7 +147,8 @@ def build_router(settings: RoutingSettings) -> Router:
 def provider_reach(settings: RoutingSettings, name: str) -> frozenset[str]:
     """The providers ``name`` may call, to check a tenant's rights against (the catalogue's
     ``reach``): a tier, its chain of fallbacks; a cascade, its cheap, strong and verifier
-    tiers and their fallbacks; any other provider, itself."""
+    tiers and their fallbacks; a plan, its planner, executor, synthesiser and fallback tiers
+    and their fallbacks; any other provider, itself."""
     return frozenset(settings.tiers_needed_by({name}) or {name})
 
 
@@ -123,8 +158,9 @@ def build_routing(
     providers: Mapping[str, Provider],
     telemetry: RoutingTelemetry,
 ) -> dict[str, Provider]:
-    """Every tier and cascade that ``used`` names (plus what they need), by name."""
+    """Every tier, cascade and plan that ``used`` names (plus what they need), by name."""
     names = used | settings.chosen_names
     tiers = build_tiers(settings, names, providers, telemetry)
     cascades = build_cascades(settings, names, tiers, telemetry)
-    return {**tiers, **cascades}
+    plans = build_plans(settings, names, tiers, telemetry)
+    return {**tiers, **cascades, **plans}

@@ -17,6 +17,7 @@ from nearline.gateway.telemetry.metrics import RoutingMetrics
 
 AttemptKind = Literal["first", "hedge", "fallback"]
 CascadeOutcome = Literal["kept", "escalated"]
+PlanOutcome = Literal["planned", "fallback", "failed"]
 
 _BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -36,6 +37,12 @@ class RoutingTelemetry(Protocol):
 
     def cascade(self, cascade: str, outcome: CascadeOutcome) -> None: ...
 
+    def plan_call(
+        self, plan: str, role: str, outcome: str, latency_s: float, cost_usd: float
+    ) -> None: ...
+
+    def plan_answer(self, plan: str, outcome: PlanOutcome, reason: str) -> None: ...
+
 
 class RoutingCounters:
     """In-memory counts, optionally mirrored to Prometheus."""
@@ -49,6 +56,9 @@ class RoutingCounters:
         self.tier_fallbacks: Counter[tuple[str, str]] = Counter()
         self.breaker_transitions: list[tuple[str, BreakerState]] = []
         self.cascades: Counter[tuple[str, CascadeOutcome]] = Counter()
+        self.plan_calls: Counter[tuple[str, str, str]] = Counter()  # plan, role, outcome
+        self.plan_cost_usd: dict[tuple[str, str], float] = {}  # plan, role
+        self.plan_answers: Counter[tuple[str, PlanOutcome, str]] = Counter()
 
     def attempt(self, tier: str, deployment: str, kind: AttemptKind) -> None:
         self.attempts[tier, deployment, kind] += 1
@@ -85,6 +95,21 @@ class RoutingCounters:
         self.cascades[cascade, outcome] += 1
         if self._metrics is not None:
             self._metrics.cascade_outcomes.labels(cascade=cascade, outcome=outcome).inc()
+
+    def plan_call(
+        self, plan: str, role: str, outcome: str, latency_s: float, cost_usd: float
+    ) -> None:
+        self.plan_calls[plan, role, outcome] += 1
+        self.plan_cost_usd[plan, role] = self.plan_cost_usd.get((plan, role), 0.0) + cost_usd
+        if self._metrics is not None:
+            self._metrics.plan_calls.labels(plan=plan, role=role, outcome=outcome).inc()
+            self._metrics.plan_call_seconds.labels(plan=plan, role=role).observe(latency_s)
+            self._metrics.plan_cost.labels(plan=plan, role=role).inc(cost_usd)
+
+    def plan_answer(self, plan: str, outcome: PlanOutcome, reason: str) -> None:
+        self.plan_answers[plan, outcome, reason] += 1
+        if self._metrics is not None:
+            self._metrics.plan_answers.labels(plan=plan, outcome=outcome, reason=reason).inc()
 
     def hedges(self, tier: str | None = None) -> int:
         return sum(

@@ -41,11 +41,37 @@ new_completion_id = new_request_id  # the body's ``id`` is the request id
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
+    extension = usage_extension(usage)
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        **({} if extension is None else {"nearline": extension}),
+    }
+
+
+def usage_extension(usage: Usage) -> dict[str, Any] | None:
+    """What an answer made of several calls (a plan) cost: the total and each call, as the
+    usage object's ``nearline`` field (SSE, body) and the WebSocket ``usage`` message carry
+    it; ``None`` for a single call."""
+    if usage.cost_usd is None and not usage.calls:
+        return None
+    return {
+        "cost_usd": usage.cost_usd,
+        "calls": [
+            {
+                "role": c.role,
+                "tier": c.tier,
+                "step": c.step,
+                "outcome": c.outcome,
+                "latency_ms": round(c.latency_s * 1000, 3),
+                "cost_usd": c.cost_usd,
+                "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens,
+            }
+            for c in usage.calls
+        ],
     }
 
 

@@ -234,3 +234,29 @@ class RoutingMetrics:
             ["cascade", "outcome"],
             registry=r,
         )
+        self.plan_answers = Counter(
+            "nearline_plan_answers_total",
+            "Plan answers: planned, fallback (the fallback tier answered alone) or failed; "
+            "reason says why a plan fell back.",
+            ["plan", "outcome", "reason"],
+            registry=r,
+        )
+        self.plan_calls = Counter(
+            "nearline_plan_calls_total",
+            "A plan's model calls, by role (plan, step, synthesis, fallback) and outcome "
+            "(ok, error, timeout, cancelled).",
+            ["plan", "role", "outcome"],
+            registry=r,
+        )
+        self.plan_call_seconds = Histogram(
+            "nearline_plan_call_seconds",
+            "How long each of a plan's model calls took, by role.",
+            ["plan", "role"],
+            registry=r,
+        )
+        self.plan_cost = Counter(
+            "nearline_plan_cost_usd_total",
+            "What a plan's model calls cost (each at its tier's price), by role.",
+            ["plan", "role"],
+            registry=r,
+        )

@@ -272,7 +272,9 @@ class AnswerObserver:
         request = call.request
         messages = [{"role": m.role, "content": m.text} for m in request.messages]
         cost = None
-        if price is not None and source == Source.INFERENCE:
+        if outcome.usage.cost_usd is not None and source == Source.INFERENCE:
+            cost = outcome.usage.cost_usd  # its provider knew (a plan: each call's own price)
+        elif price is not None and source == Source.INFERENCE:
             cost = price.cost(outcome.usage)
         elif price is not None:
             cost = 0.0  # answered from cache: no upstream spend
