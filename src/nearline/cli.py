@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nearline.core.errors import CommandError, ConfigError
+
+if TYPE_CHECKING:
+    from nearline.config import Settings
 
 Command = Callable[[argparse.Namespace], int]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from nearline.app import create_app
     from nearline.config import load_settings
 
     server: dict[str, object] = {}
@@ -25,10 +27,22 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         server["port"] = args.port
     settings = load_settings(args.config, **({"server": server} if server else {}))
+    return run_gateway(settings)
+
+
+def run_gateway(settings: Settings, *, note: str = "") -> int:
+    """Check what a user can fix in one line (the port, Redis) before loading any model, say
+    where the pages are, then serve until interrupted."""
+    import uvicorn
+
+    from nearline.app import create_app
+
+    preflight(settings)
+    root = f"http://{settings.server.host}:{settings.server.port}"
     print(
-        f"nearline: serving {', '.join(settings.models)} on "
-        f"http://{settings.server.host}:{settings.server.port}/v1 "
-        f"(auth {'on' if settings.auth_enabled else 'off: loopback only'})",
+        f"nearline: serving {', '.join(settings.models)} on {root}/v1 "
+        f"(auth {'on' if settings.auth_enabled else 'off: loopback only'})\n"
+        f"nearline: chat page {root}/chat · live dashboard {root}/dashboard{note}",
         file=sys.stderr,
         flush=True,
     )
@@ -40,6 +54,52 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
     )
     return 0
+
+
+def preflight(settings: Settings) -> None:
+    """What start-up would otherwise fail on after loading every model, as one line each."""
+    _check_port(settings.server.host, settings.server.port)
+    if settings.redis.url is not None:
+        _check_redis(settings.redis.url)
+
+
+def _check_port(host: str, port: int) -> None:
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(
+                    f"port {port} on {host} is already in use (server.port): stop what "
+                    "listens there or pass --port"
+                ) from exc
+            raise CommandError(
+                f"cannot listen on {host}:{port} (server.host, server.port): {exc.strerror or exc}"
+            ) from exc
+
+
+def _check_redis(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    import redis
+
+    parts = urlsplit(url)
+    shown = f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise CommandError(
+            f"cannot reach Redis at {shown} (redis.url): {reason}; start Redis there or "
+            "remove redis.url to keep the caches in memory"
+        ) from exc
+    finally:
+        client.close()
 
 
 def _mock_upstream(args: argparse.Namespace) -> int:
@@ -106,7 +166,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     for add_commands in _face_commands():
         add_commands(commands)
+    from nearline.testing.demo_chat import add_chat_demo
+
+    add_chat_demo(_subcommands(commands.choices["demo"]), run_gateway)
+    _plain_text(parser)
     return parser
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> Any:
+    """The sub-parsers action of ``parser`` (``nearline demo``: each demo adds itself)."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _plain_text(parser: argparse.ArgumentParser) -> None:
+    """Help without reStructuredText: docstrings reused as help say ``name``; print name."""
+    parser.description = _unmarked(parser.description)
+    parser.epilog = _unmarked(parser.epilog)
+    for action in parser._actions:
+        action.help = _unmarked(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = _unmarked(choice.help)
+            for sub in dict.fromkeys(action.choices.values()):
+                _plain_text(sub)
+
+
+def _unmarked(text: str | None) -> str | None:
+    return None if text is None else text.replace("``", "")
 
 
 def _face_commands() -> list[Callable[[Any], None]]:

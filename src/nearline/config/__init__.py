@@ -8,13 +8,14 @@ names the key (see ``load_settings``).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nearline.config.dashboard import DashboardSettings
@@ -121,7 +122,13 @@ class LocalModelSettings(_Strict):
     n_batch: int = Field(default=512, ge=8)
     max_queue: int = Field(default=16, ge=1)
     queue_retry_after_s: float = Field(default=2.0, gt=0)
-    default_max_tokens: int = Field(default=256, ge=1)
+    # When a request sets no max_tokens / temperature / top_p: short, near-greedy answers with
+    # a repeat penalty are what a 135M model says sensibly ("Say hello in French." → 38 tokens,
+    # finish "stop"; at 0.7 and 256 tokens it rambled until "length").
+    default_max_tokens: int = Field(default=128, ge=1)
+    default_temperature: float = Field(default=0.0, ge=0, le=2)
+    default_top_p: float = Field(default=0.9, gt=0, le=1)
+    repeat_penalty: float = Field(default=1.1, ge=1)
     # Saved KV states keyed by token prefix, so interleaved conversations with different long
     # system prompts each resume their own prefix (0 disables).
     state_cache_mb: int = Field(default=512, ge=0)
@@ -345,14 +352,42 @@ def hash_api_key(key: str) -> str:
 
 
 def _format_validation_error(error: ValidationError) -> str:
-    lines = []
+    """One line: ``invalid configuration: sever: unknown key (did you mean `server`?)``; several
+    problems are separated by ``;``. A misspelt key is matched against the keys of its section."""
+    problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"  {key}: {message}")
-    return "invalid configuration:\n" + "\n".join(lines)
+            message = "unknown key" + _suggestion(item["loc"])
+        problems.append(f"{key}: {message}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def _suggestion(loc: tuple[int | str, ...]) -> str:
+    """`` (did you mean `server`?)`` for the closest known key of the section holding
+    ``loc[-1]``; empty when none is close."""
+    known = _section_keys(Settings, loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _section_keys(annotation: Any, path: tuple[int | str, ...]) -> list[str]:
+    """The field names of the settings model that ``path`` leads to (through dicts, lists and
+    optional values); empty when it leads nowhere known."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if not path:
+            return list(annotation.model_fields)
+        field = annotation.model_fields.get(str(path[0]))
+        return [] if field is None else _section_keys(field.annotation, path[1:])
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (dict, list) and args and path:
+        return _section_keys(args[-1], path[1:])  # skip the key or the index
+    for arg in args:  # X | None, unions of sections
+        keys = _section_keys(arg, path)
+        if keys:
+            return keys
+    return []
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

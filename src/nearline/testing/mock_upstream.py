@@ -24,11 +24,38 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-_VOCABULARY = (
-    "the a quick answer model stream token cache latency user fast near line batch window "
-    "event queue reply brief clear result value reason simple signal story data light tier"
+# Answers are readable sentences, one word per token: subject, verb, object, drawn per
+# sentence from these lists by a generator seeded with the request.
+_SUBJECTS = (
+    "The refined answer",
+    "A careful reply",
+    "The paid model",
+    "This response",
+    "The gateway",
+    "A good answer",
+    "The final text",
+    "Your question",
 )
-_WORDS = _VOCABULARY.split()
+_VERBS = (
+    "explains",
+    "covers",
+    "describes",
+    "checks",
+    "answers",
+    "summarises",
+    "confirms",
+    "adds",
+)
+_OBJECTS = (
+    "the main point in plain words.",
+    "what the draft left out.",
+    "each step in order.",
+    "the detail that matters most.",
+    "why the result holds.",
+    "the facts behind it.",
+    "a short example to follow.",
+    "the usual exceptions.",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +103,14 @@ class MockStats:
 
 
 def deterministic_words(messages: list[dict[str, Any]], seed: int | None, count: int) -> list[str]:
+    """``count`` words of readable sentences; the same messages and seed give the same words."""
     digest = hashlib.sha256(orjson.dumps([messages, seed])).digest()
     rng = random.Random(digest)
-    return [rng.choice(_WORDS) for _ in range(count)]
+    words: list[str] = []
+    while len(words) < count:
+        sentence = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}"
+        words += sentence.split()
+    return words[:count]
 
 
 def numbered_lines(words: list[str], lines: int) -> list[str]:

@@ -32,7 +32,6 @@ from nearline.core.threads import DedicatedThread
 from nearline.gateway.providers.fair_queue import FairQueue
 from nearline.gateway.providers.prefix_states import PrefixStates, common_prefix
 
-DEFAULT_TEMPERATURE = 0.7
 _END = object()
 
 
@@ -216,8 +215,13 @@ class LocalProvider:
         chunks = llm.create_completion(
             prompt=tokens,
             max_tokens=max_tokens,
-            temperature=DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
+            temperature=(
+                self._settings.default_temperature
+                if request.temperature is None
+                else request.temperature
+            ),
+            top_p=self._settings.default_top_p if request.top_p is None else request.top_p,
+            repeat_penalty=self._settings.repeat_penalty,
             stop=[*template_stops, *request.stop_sequences],
             seed=request.seed,
             presence_penalty=request.presence_penalty or 0.0,
