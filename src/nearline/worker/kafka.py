@@ -21,9 +21,10 @@ How the contract maps onto Kafka:
   ``retry`` hands the entry back to the same consumer's next read (Kafka cannot redeliver one
   record); a crash redelivers it from the committed offset anyway.
 * **deliveries** and **dedupe keys** live in Redis (``kafka_store.py``): a record at or below
-  the highest offset ever delivered in its partition is a redelivery; a result's dedupe key is
-  remembered right after Kafka acknowledged it, so a redelivered entry's result is not written
-  again (a crash between those two steps, a few hundred microseconds, would write it twice).
+  the highest offset ever delivered in its partition is a redelivery. A dedupe key is marked
+  ``?<ms>`` before its record is sent (the record carries it in the ``nl-dedupe`` header) and
+  set to the entry id once Kafka confirmed it; a key found still marked (its publisher died in
+  between) is looked up in the topic from the mark's time on, and only written if absent.
 * **bounds**: a bounded stream's length is its slowest group's backlog (end offset minus
   committed offset); a publish that would pass the bound raises ``StreamFull``.
 * **retention** is Kafka's (``retention.ms`` from ``Retention.max_age_s``, set when the topic
@@ -37,13 +38,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -71,6 +74,18 @@ from nearline.worker.kafka_store import KafkaGroupStore
 
 _TOPIC_EXISTS = 36
 _TAIL_POLL_MS = 500
+_LOOKUP_POLL_MS = 300
+_MARK_SLACK_MS = 5_000  # records are stamped after their mark, by the same clock: slack anyway
+DEDUPE_HEADER = "nl-dedupe"
+
+logger = logging.getLogger("nearline.worker.kafka")
+
+
+def _dedupe_header(record: ConsumerRecord[Any, Any]) -> str | None:
+    for name, value in record.headers or ():
+        if name == DEDUPE_HEADER and isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+    return None
 
 
 class KafkaBroker:
@@ -158,7 +173,7 @@ class KafkaBroker:
         return current
 
     async def _send(
-        self, stream: str, payloads: Sequence[tuple[bytes, bytes | None]]
+        self, stream: str, payloads: Sequence[tuple[bytes, bytes | None, str | None]]
     ) -> tuple[list[str], dict[int, int]]:
         """Write the records; their ids, and the end offset they reached per partition."""
         topic = topic_name(stream)
@@ -172,8 +187,9 @@ class KafkaBroker:
                     key=key,
                     partition=None if key is not None else self._partition(topic, partitions),
                     timestamp_ms=now_ms,
+                    headers=[(DEDUPE_HEADER, dedupe.encode())] if dedupe is not None else None,
                 )
-                for value, key in payloads
+                for value, key, dedupe in payloads
             ]
             written = await asyncio.gather(*sent)
         ends: dict[int, int] = {}
@@ -194,8 +210,15 @@ class KafkaBroker:
     async def publish(self, stream: str, messages: Sequence[Message]) -> list[str]:
         if not messages:
             return []
-        keys = [m.dedupe_key for m in messages if m.dedupe_key is not None]
-        known = await self.store.known(stream, keys)
+        keys = list(dict.fromkeys(m.dedupe_key for m in messages if m.dedupe_key is not None))
+        marker = f"?{int(time.time() * 1000)}"
+        ttl_s = self._bound.dedupe_ttl(stream)
+        known = await self.store.reserve(stream, keys, marker, ttl_s)
+        unsure = {k: int(v[1:]) for k, v in known.items() if v.startswith("?")}
+        resolved: dict[str, str] = {}
+        if unsure:  # a publisher died (or is still writing) between its mark and its id
+            resolved = await self._find_written(stream, unsure)
+            known = {k: v for k, v in known.items() if k not in unsure} | resolved
         fresh: list[Message] = []
         slot: list[int | str] = []  # per message: its index in ``fresh``, or a known id
         first_of: dict[str, int] = {}
@@ -210,21 +233,58 @@ class KafkaBroker:
                     first_of[key] = len(fresh)
                 slot.append(len(fresh))
                 fresh.append(message)
-        await self._refuse_if_full(stream, len(fresh))
+        try:
+            await self._refuse_if_full(stream, len(fresh))
+        except StreamFull:
+            await self.store.unreserve(stream, [k for k in keys if k not in known], marker)
+            raise
         written, ends = await self._send(
-            stream, [(orjson.dumps(dict(m.data)), self._key(m)) for m in fresh]
+            stream, [(orjson.dumps(dict(m.data)), self._key(m), m.dedupe_key) for m in fresh]
         )
-        await self.store.published(
-            stream,
-            {key: written[i] for key, i in first_of.items()},
-            self._bound.dedupe_ttl(stream),
-            ends,
-        )
+        ids_by_key = resolved | {key: written[i] for key, i in first_of.items()}
+        await self.store.published(stream, ids_by_key, ttl_s, ends)
         return [written[s] if isinstance(s, int) else s for s in slot]
+
+    async def _find_written(self, stream: str, since_ms: Mapping[str, int]) -> dict[str, str]:
+        """The ids of records carrying these dedupe keys, written since their marks (read back
+        from the topic: only after a publisher died between writing and remembering)."""
+        tps = await self._tps(stream)
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+        )
+        found: dict[str, str] = {}
+        with boundary("dedupe lookup"):
+            await reader.start()
+            try:
+                reader.assign(tps)
+                start_ms = min(since_ms.values()) - _MARK_SLACK_MS
+                starts = await reader.offsets_for_times({tp: start_ms for tp in tps})
+                readable = [tp for tp in tps if starts.get(tp) is not None]
+                for tp in readable:
+                    reader.seek(tp, starts[tp].offset)
+                empty_polls = 0
+                while readable and empty_polls < 2 and len(found) < len(since_ms):
+                    fetched = await reader.getmany(*readable, timeout_ms=_LOOKUP_POLL_MS)
+                    records = [r for rs in fetched.values() for r in rs]
+                    empty_polls = 0 if records else empty_polls + 1
+                    for record in records:
+                        key = _dedupe_header(record)
+                        if key is not None and key in since_ms:
+                            found[key] = record_entry(record).id
+            finally:
+                await reader.stop()
+        logger.warning(
+            "stream %s: %d dedupe key(s) left marked by a publish that did not finish; "
+            "%d were written, the rest are written now",
+            stream,
+            len(since_ms),
+            len(found),
+        )
+        return found
 
     async def publish_raw(self, stream: str, payload: bytes) -> str:
         """Write ``payload`` as a record's value, as a foreign producer would (tests)."""
-        (written,), ends = await self._send(stream, [(payload, None)])
+        (written,), ends = await self._send(stream, [(payload, None, None)])
         await self.store.published(stream, {}, self._bound.dedupe_ttl(stream), ends)
         return written
 
@@ -311,6 +371,10 @@ class KafkaBroker:
             lag += max(0, end - delivered)
             pending += max(0, min(delivered, end) - done)
         return lag, pending
+
+    async def readers(self, stream: str) -> int:
+        """How many consumer groups read ``stream`` (those created through nearline)."""
+        return len(await self.store.groups(stream))
 
     async def group_info(self, stream: str, group: str) -> GroupInfo:
         if group not in await self.store.groups(stream):

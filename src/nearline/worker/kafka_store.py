@@ -11,7 +11,8 @@ durably, so a worker killed with ``kill -9`` is replaced without losing or repea
   partitions back at once; a dead one's expire after ``reclaim_idle_ms``.
 * **deliveries**: ``...:frontier`` holds the highest offset ever delivered per partition; a
   record at or below it is a redelivery, counted in ``...:redelivered`` (``"<p>:<offset>"``).
-* **dedupe keys**: ``<stream>:dedupe:<key>`` strings with a TTL, as on Redis Streams.
+* **dedupe keys**: ``<stream>:dedupe:<key>`` strings with a TTL, as on Redis Streams, marked
+  ``?<ms>`` while a publish is under way (``reserve``), the entry id once Kafka confirmed it.
 * **groups**: the set ``nlk:<stream>:groups``, so any process knows a stream's groups (bounds,
   lag); **ends**: ``nlk:<stream>:ends``, the end offset per partition its producers wrote.
 """
@@ -114,6 +115,32 @@ return 1
 """
 
 
+# ARGV: dedupe key prefix, marker, ttl s, JSON keys. Marks each key that has no value yet with
+# the marker; returns {key, value, ...} for the keys that had one (an id, or an older marker).
+_RESERVE_SCRIPT = """
+local prefix, marker, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local found = {}
+for _, key in ipairs(cjson.decode(ARGV[4])) do
+  local value = redis.call('GET', prefix .. key)
+  if value then
+    found[#found + 1] = key
+    found[#found + 1] = value
+  else
+    redis.call('SET', prefix .. key, marker, 'EX', ttl)
+  end
+end
+return found
+"""
+
+# ARGV: dedupe key prefix, marker, JSON keys: drop the keys still holding this marker.
+_UNRESERVE_SCRIPT = """
+for _, key in ipairs(cjson.decode(ARGV[3])) do
+  if redis.call('GET', ARGV[1] .. key) == ARGV[2] then redis.call('DEL', ARGV[1] .. key) end
+end
+return 1
+"""
+
+
 @contextmanager
 def _boundary(what: str) -> Iterator[None]:
     try:
@@ -134,6 +161,8 @@ class KafkaGroupStore:
         self._lease = client.register_script(_LEASE_SCRIPT)
         self._deliveries = client.register_script(_DELIVERIES_SCRIPT)
         self._published = client.register_script(_PUBLISHED_SCRIPT)
+        self._reserve = client.register_script(_RESERVE_SCRIPT)
+        self._unreserve = client.register_script(_UNRESERVE_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str) -> KafkaGroupStore:
@@ -204,11 +233,33 @@ class KafkaGroupStore:
             if value is not None
         }
 
+    async def reserve(
+        self, stream: str, keys: Sequence[str], marker: str, ttl_s: int
+    ) -> dict[str, str]:
+        """Mark the ``keys`` not yet known with ``marker`` (a publish under way); the others'
+        values: an id, or the marker of a publish that may not have finished."""
+        if not keys:
+            return {}
+        args: list[str | int | bytes] = [f"{stream}:dedupe:", marker, ttl_s, orjson.dumps(keys)]
+        with _boundary("dedupe"):
+            found = await self._reserve(keys=[], args=args)
+        texts = [v.decode() if isinstance(v, bytes) else str(v) for v in found]
+        return dict(zip(texts[::2], texts[1::2], strict=True))
+
+    async def unreserve(self, stream: str, keys: Sequence[str], marker: str) -> None:
+        """Drop the marks of a publish that wrote nothing (a full stream)."""
+        if keys:
+            args: list[str | bytes] = [f"{stream}:dedupe:", marker, orjson.dumps(list(keys))]
+            with _boundary("dedupe"):
+                await self._unreserve(keys=[], args=args)
+
     async def published(
         self, stream: str, ids_by_key: Mapping[str, str], ttl_s: int, ends: Mapping[int, int]
     ) -> None:
         """Remember the dedupe keys just written and raise the partitions' known end offsets
         (the ``ends`` hash: Kafka-protocol brokers such as tansu can under-report them)."""
+        if not ids_by_key and not ends:
+            return
         pairs: list[str] = []
         for key, entry_id in ids_by_key.items():
             pairs += [f"{stream}:dedupe:{key}", entry_id]
