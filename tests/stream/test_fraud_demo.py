@@ -163,3 +163,49 @@ def test_the_demo_command_runs_and_decides_everything_it_produced(
     decided = int(summary.split("'decided': ")[1].split(",")[0])
     assert produced > 300
     assert decided == produced
+
+
+async def test_a_second_redis_run_starts_from_fresh_card_state() -> None:
+    """Issue 14 point 9: two ``--redis`` runs within the card window do not share state."""
+    import time
+
+    import redis.asyncio as redis
+
+    from nearline.worker.demo.fraud.run import STATE_PREFIX, DemoOptions, open_parts
+    from nearline.worker.state import WindowUpdate
+
+    url = "redis://127.0.0.1:6379/0"
+    now_ms = int(time.time() * 1000)
+    counts = []
+    for run in range(2):
+        broker, state = await open_parts(DemoOptions(redis_url=url))
+        try:
+            (stats,) = await state.add([WindowUpdate("card-00001", f"tx-{run}", now_ms, 10.0)])
+            counts.append(stats.count)
+        finally:
+            await state.aclose()
+            await broker.aclose()
+
+    assert counts == [1, 1]
+    client = redis.Redis.from_url(url)
+    keys = [key async for key in client.scan_iter(match=f"{STATE_PREFIX}*card-00001*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+async def test_the_configured_handler_trains_its_model_on_first_use(tmp_path: Path) -> None:
+    """Issue 14 point 9: the quick start's ``options: {model_path: ...}`` works on a fresh
+    install (the file did not exist: ``FileNotFoundError`` before)."""
+    from nearline.worker.demo.fraud.handler import build_handler
+
+    path = tmp_path / "models" / "fraud-model.joblib"
+    handler = build_handler(str(path), train_transactions=20_000)
+
+    assert path.exists()
+    assert handler.model.report.transactions == 20_000
+    again = build_handler(str(path), train_transactions=20_000)  # loaded, not trained again
+    assert np.array_equal(
+        again.model.fraud_probability(np.zeros((1, len(FEATURE_NAMES)))),
+        handler.model.fraud_probability(np.zeros((1, len(FEATURE_NAMES)))),
+    )

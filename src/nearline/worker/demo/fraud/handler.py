@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nearline.worker.broker import Entry
 from nearline.worker.demo.fraud.features import CARD_WINDOW_MS, feature_matrix, window_updates
-from nearline.worker.demo.fraud.model import FraudModel
+from nearline.worker.demo.fraud.model import FraudModel, load_or_train
 from nearline.worker.pipeline import Result
 from nearline.worker.state import MemoryWindowState, RedisWindowState, WindowState
+
+logger = logging.getLogger("nearline.worker.demo.fraud")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +72,25 @@ def build_handler(
     state_prefix: str = "nearline-demo:fraud:card:",
     flag_at: float = 0.5,
     block_at: float = 0.9,
+    train_transactions: int = 120_000,
 ) -> FraudHandler:
-    """Factory for worker configs: ``handler: nearline.worker.demo.fraud.handler:build_handler``."""
+    """Factory for worker configs: ``handler: nearline.worker.demo.fraud.handler:build_handler``.
+
+    A ``model_path`` that does not exist yet gets a model trained on ``train_transactions``
+    generated transactions and saved there (once; later starts load it)."""
     state: WindowState = (
         RedisWindowState.from_url(redis_url, state_prefix, CARD_WINDOW_MS)
         if redis_url is not None
         else MemoryWindowState(CARD_WINDOW_MS)
     )
-    return FraudHandler(FraudModel.load(Path(model_path)), state, Thresholds(flag_at, block_at))
+    path = Path(model_path).expanduser()
+    model, trained = load_or_train(path, train_transactions)
+    if trained:
+        logger.warning(
+            "fraud model: %s did not exist; trained one on %d generated transactions (held-out "
+            "ROC AUC %.3f) and saved it there",
+            path,
+            model.report.transactions,
+            model.report.roc_auc,
+        )
+    return FraudHandler(model, state, Thresholds(flag_at, block_at))

@@ -112,11 +112,12 @@ def train(count: int = 120_000, seed: int = 1) -> FraudModel:
     return FraudModel(classifier, report)
 
 
-def load_or_train(path: Path) -> tuple[FraudModel, bool]:
-    """The model in ``path``; trained and saved there first if the file does not exist."""
+def load_or_train(path: Path, count: int = 120_000) -> tuple[FraudModel, bool]:
+    """The model in ``path``; trained (on ``count`` generated transactions) and saved there
+    first if the file does not exist."""
     if path.exists():
         return FraudModel.load(path), False
-    model = train()
+    model = train(count)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return model, True

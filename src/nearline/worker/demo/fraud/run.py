@@ -8,6 +8,7 @@ import contextlib
 import signal
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from nearline.worker.worker import Worker, WorkerOptions
 
 TRANSACTIONS = "nearline-demo:fraud:transactions"
 DECISIONS = "nearline-demo:fraud:decisions"
-STATE_PREFIX = "nearline-demo:fraud:card:"
+STATE_PREFIX = "nearline-demo:fraud:card:"  # then a run's own id, then the card
 SOURCE_BOUND = 50_000
 _TICK_S = 0.02
 
@@ -73,7 +74,10 @@ async def open_parts(options: DemoOptions) -> tuple[Broker, WindowState]:
 
     broker = RedisStreamsBroker.from_url(options.redis_url, bound)
     await broker.delete(TRANSACTIONS, DECISIONS)  # a fresh scoreboard for each run
-    return broker, RedisWindowState.from_url(options.redis_url, STATE_PREFIX, CARD_WINDOW_MS)
+    # and fresh card state: the generator replays the same cards, and the last run's windows
+    # live on in Redis for two minutes (they expire by themselves)
+    prefix = f"{STATE_PREFIX}{uuid.uuid4().hex[:12]}:"
+    return broker, RedisWindowState.from_url(options.redis_url, prefix, CARD_WINDOW_MS)
 
 
 async def produce(
