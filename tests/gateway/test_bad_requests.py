@@ -84,8 +84,9 @@ def test_unknown_field_is_named(gateway):
     )
 
 
-def test_n_greater_than_one_is_refused(gateway):
-    _assert_error(_post(gateway, _chat(gateway, n=3)), 400, param="n")
+def test_n_outside_openais_bounds_is_refused(gateway):  # n > 1 itself is served (issue 12)
+    _assert_error(_post(gateway, _chat(gateway, n=129)), 400, param="n")
+    _assert_error(_post(gateway, _chat(gateway, n=0)), 400, param="n")
 
 
 def test_tools_on_a_model_without_them(gateway):

@@ -66,8 +66,8 @@ DEEP_PLACES = {
 def from_schema(node: dict[str, Any], *, top: bool = False) -> st.SearchStrategy[Any]:
     """Values valid for ``node``: the subset of JSON Schema pydantic writes (no ``$ref``:
     the published schema is self-contained)."""
-    if "anyOf" in node:
-        return st.one_of([from_schema(option) for option in node["anyOf"]])
+    if "anyOf" in node or "oneOf" in node:  # oneOf: a discriminated union (content parts)
+        return st.one_of([from_schema(option) for option in node.get("anyOf", node.get("oneOf"))])
     if "const" in node:
         return st.just(node["const"])
     if "enum" in node:
@@ -111,7 +111,10 @@ def from_schema(node: dict[str, Any], *, top: bool = False) -> st.SearchStrategy
             properties["response_format"] = (
                 st.none() | st.just({"type": "text"}) | properties["response_format"]
             )
-            properties["tool_choice"] = st.none() | st.just("none") | properties["tool_choice"]
+            # OpenAI refuses a tool_choice or parallel_tool_calls without tools, top_logprobs
+            # without logprobs: mostly leave them out, so bodies get past those checks
+            for name in ("tool_choice", "parallel_tool_calls", "top_logprobs"):
+                properties[name] = st.one_of(*[st.none()] * 3, properties[name])
         required = set(node.get("required", ()))
         return st.fixed_dictionaries(
             {name: strategy for name, strategy in properties.items() if name in required},

@@ -24,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from nearline.testing import mock_answers
+
 # Answers are readable sentences, one word per token: subject, verb, object, drawn per
 # sentence from these lists by a generator seeded with the request.
 _SUBJECTS = (
@@ -124,14 +126,23 @@ def numbered_lines(words: list[str], lines: int) -> list[str]:
 
 
 def _chunk(
-    chunk_id: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None
+    chunk_id: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any],
+    finish_reason: str | None,
+    index: int = 0,
+    logprobs: dict[str, Any] | None = None,
 ) -> bytes:
+    choice = {"index": index, "delta": delta, "finish_reason": finish_reason}
+    if logprobs is not None:
+        choice["logprobs"] = logprobs
     body = {
         "id": chunk_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "choices": [choice],
     }
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
@@ -198,6 +209,18 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:  # noqa: PLR0915 - r
         model = payload.get("model", behaviour.model)
         created = int(time.time())
         chunk_id = "chatcmpl-mock-" + hashlib.sha1(str(stats.requests).encode()).hexdigest()[:12]
+        # Tools, JSON formats, n > 1, logprobs (mock_answers); None: the plain text answer.
+        planned = mock_answers.plan(
+            payload,
+            lambda i: words if i == 0 else deterministic_words(payload["messages"], i, count),
+            finish,
+        )
+        if planned is not None:
+            usage["completion_tokens"] = count * len(planned)
+            usage["total_tokens"] = prompt_tokens + usage["completion_tokens"]
+            return await _answer_planned(
+                planned, payload, usage, model, created, chunk_id, stats.requests
+            )
         if not payload.get("stream"):
             await held()
             await asyncio.sleep(
@@ -280,6 +303,53 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:  # noqa: PLR0915 - r
             raise
         finally:
             stats.active -= 1
+
+    async def _answer_planned(
+        planned: list[mock_answers.PlannedChoice],
+        payload: dict[str, Any],
+        usage: dict[str, int],
+        model: str,
+        created: int,
+        chunk_id: str,
+        number: int,
+    ) -> Response:
+        ttft_s = first_token_delay(behaviour, number)
+        if not payload.get("stream"):
+            await held()
+            await asyncio.sleep(ttft_s)
+            stats.completed += 1
+            body = {"id": chunk_id, "object": "chat.completion", "created": created}
+            choices = mock_answers.plan_body(planned)
+            return JSONResponse({**body, "model": model, "choices": choices, "usage": usage})
+        include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+
+        async def frames() -> AsyncIterator[bytes]:
+            stats.active += 1
+            try:
+                await held()
+                await asyncio.sleep(ttft_s)
+                for index in range(len(planned)):
+                    role = {"role": "assistant", "content": ""}
+                    yield _chunk(chunk_id, model, created, role, None, index)
+                for step, (index, delta, logprobs, finish) in enumerate(
+                    mock_answers.plan_deltas(planned)
+                ):
+                    if step:
+                        await asyncio.sleep(1 / behaviour.tokens_per_s)
+                    yield _chunk(chunk_id, model, created, delta, finish, index, logprobs)
+                if include_usage:
+                    body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created}
+                    tail = {**body, "model": model, "choices": [], "usage": usage}
+                    yield b"data: " + orjson.dumps(tail) + b"\n\n"
+                yield b"data: [DONE]\n\n"
+                stats.completed += 1
+            except (asyncio.CancelledError, GeneratorExit):
+                stats.cancelled += 1
+                raise
+            finally:
+                stats.active -= 1
+
+        return StreamingResponse(frames(), media_type="text/event-stream")
 
     async def models(_: Request) -> Response:
         return JSONResponse(

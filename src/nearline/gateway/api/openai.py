@@ -44,18 +44,35 @@ def chat_request_from(payload: object) -> ChatRequest:
 _UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
 
+# Discriminated unions put the tag in the path: response_format.json_schema.json_schema.name,
+# messages.0.content.1.image_url.image_url.url; the tag (right after its field) is dropped.
+_DISCRIMINATED = {"response_format": {"text", "json_object", "json_schema"}}
+_PART_TAGS = {"text", "image_url"}
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     """``('messages', 0, 'content', 'str')`` → ``messages.0.content`` (union tags dropped)."""
-    parts = [
-        str(part)
-        for part in loc
-        if not (isinstance(part, str) and (part in _UNION_TAGS or "[" in part))
-    ]
-    return ".".join(parts)
+    kept: list[int | str] = []
+    tag_dropped = False
+    for part in loc:
+        if isinstance(part, str) and (part in _UNION_TAGS or "[" in part):
+            continue
+        if isinstance(part, str) and kept and not tag_dropped:
+            before = kept[-1]
+            tagged = isinstance(before, str) and part in _DISCRIMINATED.get(before, ())
+            if tagged or (
+                isinstance(before, int) and kept[-2:-1] == ["content"] and part in _PART_TAGS
+            ):
+                tag_dropped = True
+                continue
+        tag_dropped = False
+        kept.append(part)
+    return ".".join(str(part) for part in kept)
 
 
 def _invalid_from(error: ValidationError) -> InvalidRequest:
-    first = error.errors(include_url=False)[0]
+    # A union reports one error per option: the deepest says most (content.1.image_url.url)
+    first = max(error.errors(include_url=False), key=lambda e: len(e["loc"]))
     path = _field_path(first["loc"])
     param = path.split(".")[0] or None
     if first["type"] == "extra_forbidden":
@@ -109,6 +126,7 @@ async def chat_completions(request: Request) -> Response:
         include_usage=chat.include_usage,
         extension=provenance,
         completion_id=answer.request_id,
+        choices=chat.choices,
     )
     return StreamingResponse(
         _sse(encoder, answer), media_type="text/event-stream", headers=SSE_HEADERS | headers

@@ -24,13 +24,26 @@ from pydantic import Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from nearline.core.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, NearlineError
-from nearline.core.events import Delta, Done, ErrorEvent, Event, Preliminary, Replace, Usage
+from nearline.core.events import (
+    Delta,
+    Done,
+    ErrorEvent,
+    Event,
+    Preliminary,
+    Replace,
+    ToolCallDelta,
+    Usage,
+)
 from nearline.core.model import Strict as _Strict
 from nearline.core.request import ChatRequest
 from nearline.gateway.api.openai import chat_request_from
 from nearline.gateway.api.state import AppState
 from nearline.gateway.serving.service import WEBSOCKET
-from nearline.gateway.serving.sse import progressive_event, usage_extension
+from nearline.gateway.serving.sse import (
+    progressive_event,
+    tool_call_fragment,
+    usage_extension,
+)
 from nearline.gateway.tenancy import Tenant
 
 log = logging.getLogger(__name__)
@@ -68,6 +81,10 @@ def event_message(request_id: str, event: Event, source: str) -> dict[str, Any]:
             body = progressive_event(event)
         case Delta(text=text):
             body = {"type": "delta", "text": text}
+            if event.choice:
+                body["choice"] = event.choice
+        case ToolCallDelta():
+            body = {"type": "tool_call", **tool_call_fragment(event), "choice": event.choice}
         case Usage():
             body = {
                 "type": "usage",

@@ -12,6 +12,11 @@ Prior turns being part of the key is what keeps a follow-up such as "and its pop
 whose meaning lives in the earlier turns — from matching a standalone question: a follow-up
 can only match the same follow-up asked after the same conversation.
 
+Requests that offer ``tools`` are not served by the semantic tier at all (no key): a
+tool call's arguments are read off the exact wording (a city, a date, an amount), and an
+agent acts on them, so a near-duplicate question must never replay another question's call
+(the exact tier still serves the same request, keyed on the tool set).
+
 The key is readable at the front (tenant and model, for purges) and a digest behind.
 """
 
@@ -99,9 +104,12 @@ def semantic_key(
 
     The query is the last message, which must come from the user; every earlier message is
     context. Returns ``None`` when the last message is not a non-empty user message (for
-    example a tool result), which the semantic tier does not serve.
+    example a tool result), or when ``params`` offer tools: the semantic tier serves
+    neither.
     """
     if not messages or messages[-1].role != "user" or not messages[-1].text.strip():
+        return None
+    if params is not None and params.get("tools"):
         return None
     *earlier, last = messages
     partition = partition_key(tenant, model, context=earlier, question=last, params=params)

@@ -30,6 +30,7 @@ from nearline.core.provider import Capabilities, ProviderCall
 from nearline.core.request import ChatRequest
 from nearline.core.threads import DedicatedThread
 from nearline.gateway.providers.fair_queue import FairQueue
+from nearline.gateway.providers.local_formats import grammar_text, load_grammar, refuse_unsupported
 from nearline.gateway.providers.prefix_states import PrefixStates, common_prefix
 
 _END = object()
@@ -123,6 +124,7 @@ class LocalProvider:
     async def stream(self, call: ProviderCall) -> AsyncIterator[Event]:
         if self._llm is None:
             raise UpstreamError("the local model is not loaded yet")
+        refuse_unsupported(call.request)  # tools, logprobs, images: a 400 naming the field
         loop = asyncio.get_running_loop()
         out: asyncio.Queue[object] = asyncio.Queue()
         cancel = threading.Event()
@@ -205,6 +207,8 @@ class LocalProvider:
         wanted = request.max_output_tokens or self._settings.default_max_tokens
         max_tokens = min(wanted, room)
         cached = self._resume_longest_prefix(llm, tokens)
+        grammar_source = grammar_text(request)  # response_format: the answer must parse
+        grammar = None if grammar_source is None else load_grammar(llm, grammar_source)
 
         def stop_when_cancelled(
             _ids: npt.NDArray[np.intc], _logits: npt.NDArray[np.single]
@@ -212,6 +216,51 @@ class LocalProvider:
             stats.tokens += 1
             return cancel.is_set()
 
+        completion_tokens = 0
+        finishes: list[FinishReason] = []
+        for choice_index in range(request.choices):  # n > 1: n samples, one after another
+            finish, used = self._sample(
+                llm,
+                tokens,
+                [*template_stops, *request.stop_sequences],
+                request,
+                choice_index,
+                max_tokens,
+                grammar,
+                cancel,
+                push,
+                stop_when_cancelled,
+            )
+            if cancel.is_set():
+                return
+            finishes.append(finish)
+            completion_tokens += used
+        stats.finished = True
+        push(
+            Usage(
+                prompt_tokens=len(tokens), completion_tokens=completion_tokens, cached_tokens=cached
+            )
+        )
+        push(Done(finishes[0], tuple(finishes[1:])))
+        self._states.save(llm)  # after the answer is out: the client does not wait for it
+
+    def _sample(
+        self,
+        llm: Any,
+        tokens: list[int],
+        stops: list[str],
+        request: ChatRequest,
+        choice_index: int,
+        max_tokens: int,
+        grammar: Any,
+        cancel: threading.Event,
+        push: Callable[[object], None],
+        stop_when_cancelled: Callable[[npt.NDArray[np.intc], npt.NDArray[np.single]], bool],
+    ) -> tuple[FinishReason, int]:
+        """One choice's answer pushed as deltas; its finish reason and token count."""
+        seed = request.seed
+        if seed is not None and choice_index:
+            seed = (seed + choice_index) % 2**32  # each choice its own draw, reproducibly
         chunks = llm.create_completion(
             prompt=tokens,
             max_tokens=max_tokens,
@@ -222,38 +271,28 @@ class LocalProvider:
             ),
             top_p=self._settings.default_top_p if request.top_p is None else request.top_p,
             repeat_penalty=self._settings.repeat_penalty,
-            stop=[*template_stops, *request.stop_sequences],
-            seed=request.seed,
+            stop=stops,
+            seed=seed,
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
             stopping_criteria=StoppingCriteriaList([stop_when_cancelled]),
+            grammar=grammar,
             stream=True,
         )
         text_parts: list[str] = []
         finish: FinishReason = "stop"
         for chunk in chunks:
             if cancel.is_set():
-                return
+                return finish, 0
             choice = chunk["choices"][0]
             if choice["text"]:
                 text_parts.append(choice["text"])
-                push(Delta(choice["text"], source="local"))
+                push(Delta(choice["text"], source="local", choice=choice_index))
             if choice.get("finish_reason") == "length":
                 finish = "length"
-        if cancel.is_set():
-            return
         completion = "".join(text_parts)
-        completion_tokens = (
-            len(llm.tokenize(completion.encode(), add_bos=False)) if completion else 0
-        )
-        stats.finished = True
-        push(
-            Usage(
-                prompt_tokens=len(tokens), completion_tokens=completion_tokens, cached_tokens=cached
-            )
-        )
-        push(Done(finish))
-        self._states.save(llm)  # after the answer is out: the client does not wait for it
+        used = len(llm.tokenize(completion.encode(), add_bos=False)) if completion else 0
+        return finish, used
 
 
 def _template_role(role: str) -> str:

@@ -6,6 +6,12 @@ passed on as they arrive, separate connect and read timeouts, and the request's 
 the total timeout. aiohttp's exceptions and the upstream's status codes are translated here,
 once, into nearline's error tree: timeout → 504, 5xx/reset/refused → 502, 429 → 429 with its
 Retry-After, other 4xx → 400.
+
+The request goes upstream as the client sent it (tools, ``tool_choice``, response formats,
+``n``, logprobs, image parts …), nearline's extension removed; the trace context of the
+call's span goes with it as a W3C ``traceparent`` header. From the stream, every choice's
+``delta.content`` (with its logprobs) and ``delta.tool_calls`` fragments are passed on as
+they arrive, and the upstream's response id and model are kept for the spans.
 """
 
 from __future__ import annotations
@@ -24,16 +30,19 @@ from nearline.core.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from nearline.core.events import Delta, Done, Event, FinishReason, Usage
+from nearline.core.events import Delta, Done, Event, FinishReason, ToolCallDelta, Usage
 from nearline.core.provider import Capabilities, ProviderCall
 from nearline.core.request import ChatRequest
+from nearline.gateway.telemetry.tracing import propagation_headers
 
 _FINISH_REASONS: set[str] = {"stop", "length", "content_filter", "tool_calls"}
 
 
 def upstream_payload(request: ChatRequest, upstream_model: str) -> dict[str, Any]:
     """The request as the upstream should see it: nearline's extension removed, usage asked."""
-    payload = request.model_dump(exclude_none=True, exclude={"nearline", "stream_options"})
+    payload = request.model_dump(
+        exclude_none=True, exclude={"nearline", "stream_options"}, by_alias=True
+    )
     payload["model"] = upstream_model
     payload["stream"] = True
     payload["stream_options"] = {"include_usage": True}
@@ -43,7 +52,7 @@ def upstream_payload(request: ChatRequest, upstream_model: str) -> dict[str, Any
 class OpenAICompatProvider:
     def __init__(self, name: str, settings: HttpProviderSettings) -> None:
         self.name = name
-        self.capabilities = Capabilities(tools=True)
+        self.capabilities = Capabilities(tools=True, logprobs=True)
         self._settings = settings
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
         self._headers = {"Content-Type": "application/json"}
@@ -88,7 +97,10 @@ class OpenAICompatProvider:
         remaining = None if call.deadline is None else call.deadline.remaining()
         try:
             async with session.post(
-                self._url, data=body, headers=self._headers, timeout=self._timeout(remaining)
+                self._url,
+                data=body,
+                headers=self._headers | propagation_headers(),
+                timeout=self._timeout(remaining),
             ) as response:
                 finished = False
                 try:
@@ -148,8 +160,10 @@ def _retry_after(value: str | None) -> float | None:
 
 
 async def _events_from_sse(name: str, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
-    finish_reason: FinishReason | None = None
+    finish_reasons: dict[int, FinishReason] = {}
     usage: Usage | None = None
+    response_id: str | None = None
+    response_model: str | None = None
     done = False
     async for raw in response.content:
         line = raw.strip()
@@ -163,8 +177,12 @@ async def _events_from_sse(name: str, response: aiohttp.ClientResponse) -> Async
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(f"upstream {name!r} sent a malformed chunk") from exc
+        if not isinstance(chunk, dict):
+            raise UpstreamError(f"upstream {name!r} sent a chunk that is not an object")
         if "error" in chunk:
             raise UpstreamError(f"upstream {name!r} failed mid-stream: {chunk['error']}")
+        response_id = response_id or _str_or_none(chunk.get("id"))
+        response_model = response_model or _str_or_none(chunk.get("model"))
         if chunk.get("usage"):
             raw_usage = chunk["usage"]
             details = raw_usage.get("prompt_tokens_details") or {}
@@ -173,17 +191,47 @@ async def _events_from_sse(name: str, response: aiohttp.ClientResponse) -> Async
                 completion_tokens=int(raw_usage.get("completion_tokens", 0)),
                 cached_tokens=int(details.get("cached_tokens") or 0),
             )
-        for choice in chunk.get("choices", []):
-            text = (choice.get("delta") or {}).get("content")
-            if text:
-                yield Delta(text)
+        for choice in chunk.get("choices") or []:
+            index = int(choice.get("index") or 0)
+            for event in _choice_events(choice, index):
+                yield event
             reason = choice.get("finish_reason")
             if reason in _FINISH_REASONS:
-                finish_reason = reason
+                finish_reasons[index] = reason
     if not done:
         raise UpstreamError(f"upstream {name!r} ended the stream without [DONE]")
-    if finish_reason is None:
+    if 0 not in finish_reasons:
         raise UpstreamError(f"upstream {name!r} ended the stream without a finish_reason")
     if usage is not None:
         yield usage
-    yield Done(finish_reason)
+    more = tuple(finish_reasons.get(i, "stop") for i in range(1, max(finish_reasons) + 1))
+    yield Done(finish_reasons[0], more, response_id=response_id, response_model=response_model)
+
+
+def _choice_events(choice: dict[str, Any], index: int) -> list[Event]:
+    """The answer pieces one chunk's choice carries: its text (with its logprobs) and its
+    tool-call fragments."""
+    delta = choice.get("delta") or {}
+    events: list[Event] = []
+    text = delta.get("content") or ""
+    logprobs = (choice.get("logprobs") or {}).get("content")
+    if text or logprobs:
+        events.append(
+            Delta(text, choice=index, logprobs=None if logprobs is None else tuple(logprobs))
+        )
+    for call in delta.get("tool_calls") or []:
+        function = call.get("function") or {}
+        events.append(
+            ToolCallDelta(
+                index=int(call.get("index") or 0),
+                id=_str_or_none(call.get("id")),
+                name=_str_or_none(function.get("name")),
+                arguments=str(function.get("arguments") or ""),
+                choice=index,
+            )
+        )
+    return events
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -32,7 +32,7 @@ from nearline.core.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from nearline.core.events import Delta, Done, ErrorEvent, Event
+from nearline.core.events import Delta, Done, ErrorEvent, Event, ToolCallDelta
 from nearline.core.provider import ProviderCall
 from nearline.gateway.routing.deployment import Deployment
 from nearline.gateway.routing.telemetry import AttemptKind, RoutingTelemetry
@@ -75,7 +75,7 @@ async def _until_first_token(events: AsyncGenerator[Event, None]) -> list[Event]
         if isinstance(event, ErrorEvent):
             raise event.error
         head.append(event)
-        if isinstance(event, Done) or (isinstance(event, Delta) and event.text):
+        if isinstance(event, Done | ToolCallDelta) or (isinstance(event, Delta) and event.text):
             return head
     raise UpstreamError("the upstream ended the stream without an answer")
 

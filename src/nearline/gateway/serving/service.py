@@ -25,7 +25,7 @@ from nearline.gateway.serving.catalogue import Catalogue
 from nearline.gateway.serving.pipeline import Answer, ServingPipeline
 from nearline.gateway.serving.sse import new_request_id
 from nearline.gateway.telemetry.observe import AnswerObserver
-from nearline.gateway.telemetry.tracing import TRACE_HEADER, trace_id_hex
+from nearline.gateway.telemetry.tracing import TRACE_HEADER, incoming_context, trace_id_hex
 from nearline.gateway.tenancy import Tenant
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -96,8 +96,11 @@ class ChatService:
         ``X-Nearline-Progressive`` header.
         """
         request_id = new_request_id()
-        root = self._observer.span(
-            transport.span, kind=SpanKind.SERVER, attributes={"nearline.request_id": request_id}
+        root = self._observer.span(  # a child of the client's W3C traceparent, if it sent one
+            transport.span,
+            incoming_context(headers),
+            kind=SpanKind.SERVER,
+            attributes={"nearline.request_id": request_id},
         )
         parent = trace.set_span_in_context(root)
         grant = NO_GRANT

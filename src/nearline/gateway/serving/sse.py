@@ -2,7 +2,9 @@
 
 ``ChunkEncoder`` renders events as ``chat.completion.chunk`` SSE frames; ``collect_body``
 folds the same events into a non-streaming ``chat.completion`` body. Both produce the usage
-object in one way, with ``prompt_tokens_details.cached_tokens``.
+object in one way, with ``prompt_tokens_details.cached_tokens``. Every choice (``n > 1``)
+gets its ``index``; tool-call fragments become ``delta.tool_calls`` entries as they arrive
+and whole ``message.tool_calls`` in a body (``content`` null when the answer is only calls).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import orjson
 
 from nearline.core.errors import NearlineError
 from nearline.core.events import (
+    Choice,
     Delta,
     Done,
     ErrorEvent,
     Event,
     Preliminary,
     Replace,
+    ToolCallDelta,
     Usage,
     collect,
 )
@@ -79,6 +83,43 @@ def sse_frame(body: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
+def tool_call_fragment(event: ToolCallDelta) -> dict[str, Any]:
+    """A ``delta.tool_calls`` entry: the first fragment of a call names it, later ones only
+    carry more arguments (as OpenAI streams them)."""
+    function: dict[str, Any] = {"arguments": event.arguments}
+    entry: dict[str, Any] = {"index": event.index}
+    if event.id is not None:
+        entry["id"] = event.id
+        entry["type"] = "function"
+    if event.name is not None:
+        function["name"] = event.name
+    entry["function"] = function
+    return entry
+
+
+def choice_body(choice: Choice) -> dict[str, Any]:
+    """One choice of a ``chat.completion`` body."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if choice.tool_calls and not choice.text else choice.text,
+    }
+    if choice.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in choice.tool_calls
+        ]
+    return {
+        "index": choice.index,
+        "message": message,
+        "finish_reason": choice.finish_reason,
+        "logprobs": None if choice.logprobs is None else {"content": list(choice.logprobs)},
+    }
+
+
 @dataclass(slots=True)
 class ChunkEncoder:
     model: str
@@ -86,6 +127,7 @@ class ChunkEncoder:
     extension: dict[str, Any] | None = None
     completion_id: str = field(default_factory=new_request_id)
     created: int = field(default_factory=lambda: int(time.time()))
+    choices: int = 1  # the request's n
     _pending_usage: Usage | None = None
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -102,22 +144,37 @@ class ChunkEncoder:
 
     def opening(self) -> bytes:
         extra = {} if self.extension is None else {"nearline": self.extension}
-        return self._chunk(
-            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-            **extra,
+        role = {"role": "assistant", "content": ""}
+        return b"".join(
+            self._chunk(
+                [{"index": index, "delta": role, "finish_reason": None}],
+                **(extra if index == 0 else {}),
+            )
+            for index in range(self.choices)
         )
 
     def encode(self, event: Event) -> bytes:
         match event:
-            case Delta(text=text):
-                return self._chunk(
-                    [{"index": 0, "delta": {"content": text}, "finish_reason": None}]
-                )
+            case Delta(text=text, choice=index, logprobs=logprobs):
+                choice: dict[str, Any] = {
+                    "index": index,
+                    "delta": {"content": text},
+                    "finish_reason": None,
+                }
+                if logprobs is not None:
+                    choice["logprobs"] = {"content": list(logprobs)}
+                return self._chunk([choice])
+            case ToolCallDelta(choice=index):
+                delta = {"tool_calls": [tool_call_fragment(event)]}
+                return self._chunk([{"index": index, "delta": delta, "finish_reason": None}])
             case Usage():
                 self._pending_usage = event
                 return b""
-            case Done(finish_reason=reason):
-                frames = self._chunk([{"index": 0, "delta": {}, "finish_reason": reason}])
+            case Done():
+                frames = b"".join(
+                    self._chunk([{"index": index, "delta": {}, "finish_reason": reason}])
+                    for index, reason in enumerate(event.finish_reasons)
+                )
                 if self.include_usage and self._pending_usage is not None:
                     frames += self._chunk([], usage=usage_body(self._pending_usage))
                 return frames + DONE_FRAME
@@ -173,14 +230,7 @@ async def collect_body(
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.text},
-                "finish_reason": answer.finish_reason,
-                "logprobs": None,
-            }
-        ],
+        "choices": [choice_body(choice) for choice in answer.choices],
         "usage": usage_body(answer.usage or Usage(0, 0)),
         **({} if extension is None else {"nearline": {**extension, "preliminary": preliminary}}),
     }

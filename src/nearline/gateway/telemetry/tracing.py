@@ -4,14 +4,21 @@ Spans are always recorded in-process (so every response can carry its trace id i
 ``x-nearline-trace-id`` header); they leave the process only when an OTLP endpoint is
 configured (``tracing.otlp_endpoint``), through a batching exporter off the hot path.
 Each app owns its ``TracerProvider`` — no global state.
+
+W3C trace context: an incoming ``traceparent`` makes the request's root span its child
+(:func:`incoming_context`), and each provider call sends its own span's ``traceparent``
+upstream (:func:`propagation_headers`, read while :func:`traced` makes the call's span
+current). The provider span carries ``gen_ai.response.id`` / ``gen_ai.response.model``
+when the provider says them.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -27,13 +34,38 @@ from opentelemetry.trace import (
     TraceFlags,
     Tracer,
     get_current_span,
+    set_span_in_context,
 )
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from nearline import __version__
 from nearline.core.events import Done, ErrorEvent, Event, Usage
 from nearline.core.request import ChatRequest
 
 TRACE_HEADER = "x-nearline-trace-id"
+_W3C = TraceContextTextMapPropagator()  # W3C trace context only: no global propagator
+
+
+def incoming_context(headers: Mapping[str, str]) -> Context | None:
+    """The remote parent a request's ``traceparent`` (and ``tracestate``) name, or ``None``
+    when it has none or an invalid one (the root span then starts a new trace)."""
+    carrier = {
+        name: value
+        for name in ("traceparent", "tracestate")
+        if (value := headers.get(name)) is not None
+    }
+    if "traceparent" not in carrier:
+        return None
+    extracted = _W3C.extract(carrier)
+    return extracted if get_current_span(extracted).get_span_context().is_valid else None
+
+
+def propagation_headers() -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) for the current span, for an upstream request;
+    empty when no span is current."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    return carrier
 
 
 def build_tracer_provider(
@@ -66,7 +98,16 @@ class UnexportedTracer(NoOpTracer):
     ) -> Span:
         parent = get_current_span(context) if context is not None else None
         if parent is not None and parent.get_span_context().is_valid:
-            return NonRecordingSpan(parent.get_span_context())
+            inherited = parent.get_span_context()
+            return NonRecordingSpan(  # a child: the parent's trace, a span id of its own
+                SpanContext(
+                    trace_id=inherited.trace_id,
+                    span_id=random.getrandbits(64) or 1,
+                    is_remote=False,
+                    trace_flags=inherited.trace_flags,
+                    trace_state=inherited.trace_state,
+                )
+            )
         return NonRecordingSpan(
             SpanContext(
                 trace_id=random.getrandbits(128) or 1,
@@ -100,14 +141,28 @@ def genai_request_attributes(request: ChatRequest, provider: str) -> dict[str, s
 
 
 async def traced(events: AsyncIterator[Event], span: Span) -> AsyncGenerator[Event, None]:
-    """Pass events through; put usage and finish reason on ``span`` and end it at the end."""
+    """Pass events through; put usage, finish reasons and the response's id and model on
+    ``span`` and end it at the end. ``span`` is the current span while ``events`` runs (not
+    while the consumer does), so a provider's :func:`propagation_headers` name it."""
+    within = set_span_in_context(span)
     try:
-        async for event in events:
+        while True:
+            token = otel_context.attach(within)
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                break
+            finally:
+                otel_context.detach(token)
             if isinstance(event, Usage):
                 span.set_attribute("gen_ai.usage.input_tokens", event.prompt_tokens)
                 span.set_attribute("gen_ai.usage.output_tokens", event.completion_tokens)
             elif isinstance(event, Done):
-                span.set_attribute("gen_ai.response.finish_reasons", [event.finish_reason])
+                span.set_attribute("gen_ai.response.finish_reasons", list(event.finish_reasons))
+                if event.response_id is not None:
+                    span.set_attribute("gen_ai.response.id", event.response_id)
+                if event.response_model is not None:
+                    span.set_attribute("gen_ai.response.model", event.response_model)
             elif isinstance(event, ErrorEvent):
                 span.set_status(Status(StatusCode.ERROR, event.error.message))
                 span.set_attribute("error.type", event.error.code or "error")
