@@ -1,13 +1,13 @@
-"""Plan-and-Execute next to strong-model-only: cost and latency, over real HTTP.
+"""Plan-and-Execute next to strong-model-only, both through the gateway, in the same run.
 
-The strong and the cheap model are mock upstreams with the speeds and prices given below
-(defaults: a frontier-like model at 300 ms TTFT, 50 tokens/s, 2.5/10 USD per million
-input/output tokens; a small model at 50 ms, 250 tokens/s, 0.15/0.6 USD). The figures are
-therefore a model of the trade-off under those assumptions, measured through nearline's
-real plan helper (``gateway/plan.py``), HTTP provider and token accounting — not a claim
-about any vendor. The mock writes words, not plans: ``NumberedPlan`` lays the strong
-model's plan answer out as ``--steps`` numbered lines (its tokens, time and usage are the
-mock's).
+The gateway serves two models: ``research`` (``provider: plan:deep`` — the strong tier
+plans, the cheap tier executes each step) and ``strong`` (the strong tier alone). Both
+tiers are mock upstreams with the speeds and prices below (defaults: a frontier-like model
+at 300 ms TTFT, 50 tokens/s, 2.5/10 USD per million input/output tokens; a small model at
+50 ms, 250 tokens/s, 0.15/0.6 USD), the planner's mock writing its answer as ``--steps``
+numbered lines. The figures are therefore a model of the trade-off under those assumptions,
+measured through nearline's real gateway (HTTP, SSE, the plan provider, token accounting:
+the cost is the usage's ``nearline.cost_usd``) — not a claim about any vendor.
 
     .venv/bin/python benchmarks/plan_execute.py
     .venv/bin/python benchmarks/plan_execute.py --answer-tokens 800 --steps 5 --parallel
@@ -16,85 +16,122 @@ mock's).
 from __future__ import annotations
 
 import argparse
-import asyncio
-from collections.abc import AsyncIterator
+import time
+from typing import Any
 
-from nearline.config import HttpProviderSettings
-from nearline.core.events import Delta, Event
-from nearline.core.price import Price
-from nearline.core.provider import Capabilities, Provider, ProviderCall
-from nearline.gateway.plan import Endpoint, compare
-from nearline.gateway.providers.openai_compat import OpenAICompatProvider
+import httpx
+import orjson
+
+from nearline.app import create_app
+from nearline.config import load_settings
+from nearline.testing import run_in_thread
 from nearline.testing.mock_fleet import mock_upstreams
 from nearline.testing.mock_upstream import MockBehaviour
 
-
-class NumberedPlan:
-    """Passes the inner provider's answer on, laid out as ``steps`` numbered lines."""
-
-    capabilities = Capabilities()
-
-    def __init__(self, inner: Provider, steps: int) -> None:
-        self.name = inner.name
-        self._inner = inner
-        self._steps = steps
-
-    async def stream(self, call: ProviderCall) -> AsyncIterator[Event]:
-        words: list[str] = []
-        async for event in self._inner.stream(call):
-            if isinstance(event, Delta):
-                words.extend(event.text.split())
-                continue
-            if words:
-                size = max(1, -(-len(words) // self._steps))
-                lines = [words[i : i + size] for i in range(0, len(words), size)]
-                yield Delta("\n".join(f"{n}. {' '.join(line)}" for n, line in enumerate(lines, 1)))
-                words = []
-            yield event
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    def is_ready(self) -> bool:
-        return self._inner.is_ready()
+STRONG = {"input_per_mtok": 2.5, "output_per_mtok": 10.0}
+CHEAP = {"input_per_mtok": 0.15, "output_per_mtok": 0.6}
 
 
-async def run(args: argparse.Namespace) -> str:
+def ask(url: str, model: str, task: str, max_tokens: int) -> dict[str, Any]:
+    """One streamed answer: time to first useful content, total time, cost, calls."""
+    started = time.perf_counter()
+    first_useful: float | None = None
+    usage: dict[str, Any] = {}
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": task}],
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        timeout=120,
+    ) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            content = '"content":"' in line and '"content":""' not in line
+            useful = line.startswith(": nearline ") or content
+            if useful and first_useful is None:
+                first_useful = time.perf_counter() - started
+            if line.startswith("data: {") and '"usage"' in line:
+                usage = orjson.loads(line.removeprefix("data: ")).get("usage") or usage
+    extension = usage.get("nearline") or {}
+    return {
+        "first_useful_s": first_useful,
+        "total_s": time.perf_counter() - started,
+        "cost_usd": extension.get("cost_usd"),
+        "calls": len(extension.get("calls", [])) or 1,
+        "prompt_tokens": usage.get("prompt_tokens", 0),
+        "completion_tokens": usage.get("completion_tokens", 0),
+    }
+
+
+def run(args: argparse.Namespace) -> str:
     strong_mock = MockBehaviour(
-        ttft_s=0.3, tokens_per_s=50, completion_tokens=max(args.answer_tokens, args.plan_tokens)
+        ttft_s=0.3,
+        tokens_per_s=50,
+        completion_tokens=max(args.answer_tokens, args.plan_tokens),
+        numbered_lines=args.steps,
     )
     cheap_mock = MockBehaviour(ttft_s=0.05, tokens_per_s=250, completion_tokens=args.step_tokens)
     with mock_upstreams(strong=strong_mock, cheap=cheap_mock) as up:
-        strong_http = OpenAICompatProvider(
-            "strong", HttpProviderSettings(base_url=up["strong"].base_url)
+        settings = load_settings(
+            providers={
+                "strong-up": {"base_url": up["strong"].base_url},
+                "cheap-up": {"base_url": up["cheap"].base_url},
+            },
+            models={
+                "research": {"provider": "plan:deep"},
+                "strong": {"provider": "frontier", "price": STRONG},
+            },
+            cache={"exact": {"enabled": False}},
+            routing={
+                "tiers": {
+                    "frontier": {
+                        "deployments": [{"provider": "strong-up", "upstream_model": "s", **STRONG}]
+                    },
+                    "light": {
+                        "deployments": [{"provider": "cheap-up", "upstream_model": "c", **CHEAP}]
+                    },
+                },
+                "plans": {
+                    "deep": {
+                        "planner": "frontier",
+                        "executor": "light",
+                        "max_steps": args.steps,
+                        "parallel": args.parallel,
+                        "plan_max_tokens": args.plan_tokens,
+                        "step_max_tokens": args.step_tokens,
+                    }
+                },
+            },
         )
-        cheap_http = OpenAICompatProvider(
-            "cheap", HttpProviderSettings(base_url=up["cheap"].base_url)
-        )
-        strong_plan = NumberedPlan(strong_http, args.steps)
-        try:
-            comparison = await compare(
-                args.task,
-                Endpoint(strong_plan, "strong", Price(input_per_mtok=2.5, output_per_mtok=10.0)),
-                Endpoint(cheap_http, "cheap", Price(input_per_mtok=0.15, output_per_mtok=0.6)),
-                max_steps=args.steps,
-                parallel=args.parallel,
-                max_tokens=args.answer_tokens,
-                plan_max_tokens=args.plan_tokens,
-                step_max_tokens=args.step_tokens,
+        with run_in_thread(create_app(settings)) as server:
+            strong = ask(server.url, "strong", args.task, args.answer_tokens)
+            planned = ask(server.url, "research", args.task, args.answer_tokens)
+    if strong["cost_usd"] is None:  # one call: the model's price times its usage
+        strong["cost_usd"] = (
+            strong["prompt_tokens"] * STRONG["input_per_mtok"]
+            + strong["completion_tokens"] * STRONG["output_per_mtok"]
+        ) / 1e6
+    rows = [("run", "calls", "first useful s", "total s", "cost USD")]
+    for name, row in (("strong only", strong), ("plan + execute", planned)):
+        cost = row["cost_usd"]
+        rows.append(
+            (
+                name,
+                str(row["calls"]),
+                f"{row['first_useful_s']:.3f}",
+                f"{row['total_s']:.3f}",
+                "n/a" if cost is None else f"{cost:.6f}",
             )
-        finally:
-            await strong_plan.aclose()
-            await cheap_http.aclose()
-    plan = comparison.plan_and_execute
-    return (
-        comparison.table()
-        + f"\n\nplan: {len(plan.plan)} steps, planning {plan.planning_latency_s:.3f} s; "
-        + f"steps {'in parallel' if args.parallel else 'in order'}"
-    )
+        )
+    table = "\n".join(f"{a:<16}{b:>6}{c:>16}{d:>10}{e:>12}" for a, b, c, d, e in rows)
+    ratio = planned["cost_usd"] / strong["cost_usd"]
+    order = "in parallel" if args.parallel else "in order"
+    return table + f"\n\ncost ratio plan/strong {ratio:.3f}; steps {order}; through the gateway"
 
 
 def main() -> None:
@@ -105,7 +142,7 @@ def main() -> None:
     parser.add_argument("--step-tokens", type=int, default=150)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--parallel", action="store_true")
-    print(asyncio.run(run(parser.parse_args())))
+    print(run(parser.parse_args()))
 
 
 if __name__ == "__main__":
