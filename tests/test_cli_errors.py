@@ -107,3 +107,23 @@ def test_help_has_no_rst_markup():
     assert len(helps) > 8
     marked = [text.splitlines()[0] for text in helps if "``" in text]
     assert not marked
+
+
+def test_train_router_never_overwrites_the_packaged_router_unasked(tmp_path: Path):
+    from nearline.gateway.routing.learned import DEFAULT_ROUTER_PATH
+
+    before = DEFAULT_ROUTER_PATH.read_bytes()
+    line = one_line(
+        nearline("train-router", "--data", str(tmp_path), "--output", str(DEFAULT_ROUTER_PATH))
+    )
+    assert "--replace-packaged" in line
+    assert DEFAULT_ROUTER_PATH.read_bytes() == before
+
+
+def test_train_router_needs_data_and_writes_to_the_current_directory_by_default():
+    from nearline.training.cli import DEFAULT_OUTPUT, output_of
+
+    assert nearline("train-router").returncode == 2  # --data is required
+    args = build_parser().parse_args(["train-router", "--data", "d"])
+    assert output_of(args) == Path(DEFAULT_OUTPUT)
+    assert not output_of(args).is_absolute()  # relative: the user's current directory

@@ -1,4 +1,8 @@
-"""``nearline train-router``: rebuild the shipped learned router and print its evaluation."""
+"""``nearline train-router``: train the learned router offline and print its evaluation.
+
+It writes ``learned-router.json`` in the current directory unless ``--output`` says where;
+point ``routing.learned.path`` at the file to use it. The router shipped inside the
+package is replaced only with ``--replace-packaged`` (a release step, not a user's)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from nearline.gateway.routing.learned import DEFAULT_ROUTER_PATH, RouterFile
 from nearline.training.dataset import RoutingDataError
 from nearline.training.embedding_cache import DEFAULT_CACHE_DIR
 
+DEFAULT_OUTPUT = "learned-router.json"
+
 
 def add_commands(commands: Any) -> None:
     parser = commands.add_parser(
@@ -23,13 +29,19 @@ def add_commands(commands: Any) -> None:
         "--data",
         type=Path,
         required=True,
-        help="folder of RouteLLM's released evaluations (e.g. ../shared/data/routing)",
+        help="folder of RouteLLM's released MMLU/GSM8K evaluations (a download of your own)",
     )
     parser.add_argument(
         "--output",
         type=Path,
-        default=DEFAULT_ROUTER_PATH,
-        help="router file to write (default: the one shipped in the package)",
+        default=None,
+        help=f"router file to write (default ./{DEFAULT_OUTPUT}; with --check: the file to "
+        "compare with, default the packaged router)",
+    )
+    parser.add_argument(
+        "--replace-packaged",
+        action="store_true",
+        help="allow --output to be the router shipped in the package",
     )
     parser.add_argument(
         "--cache-dir",
@@ -46,7 +58,22 @@ def add_commands(commands: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def output_of(args: argparse.Namespace) -> Path:
+    """Where the router goes (or, with --check, what it is compared with); refuses the
+    packaged router unless --replace-packaged says so. Checked before any training."""
+    if args.check:
+        return DEFAULT_ROUTER_PATH if args.output is None else Path(args.output)
+    output = Path(DEFAULT_OUTPUT) if args.output is None else Path(args.output)
+    if output.resolve() == DEFAULT_ROUTER_PATH.resolve() and not args.replace_packaged:
+        raise CommandError(
+            f"{output} is the router shipped in the package: write elsewhere (--output) or "
+            "pass --replace-packaged"
+        )
+    return output
+
+
 def run(args: argparse.Namespace) -> int:
+    output = output_of(args)
     from nearline.embed import EmbedderLoadError, load_embedder
     from nearline.training.offline import build_router, render_report
 
@@ -58,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
     print(render_report(trained.report), end="")
     text = trained.spec.to_json()
     if args.check:
-        return _compare(text, args.output)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
-    print(f"nearline train-router: wrote {args.output}", file=sys.stderr)
+        return _compare(text, output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    print(f"nearline train-router: wrote {output}", file=sys.stderr)
     return 0
 
 
