@@ -15,7 +15,7 @@ from opentelemetry.trace import Tracer
 from nearline import __version__
 from nearline.config import Settings
 from nearline.embed import EmbeddingBatcher, load_embedder
-from nearline.gateway.api import admin, health, metrics, openai, pages, ws
+from nearline.gateway.api import admin, health, messages, metrics, openai, pages, ws
 from nearline.gateway.api.body_limit import BodyLimitMiddleware
 from nearline.gateway.api.errors import install_error_handlers
 from nearline.gateway.api.origin import BrowserGuard
@@ -229,6 +229,7 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
     )
     install_error_handlers(app)
     app.include_router(openai.router)
+    app.include_router(messages.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)

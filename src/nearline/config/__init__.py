@@ -136,9 +136,14 @@ class LocalModelSettings(_Strict):
 
 
 class HttpProviderSettings(_Strict):
-    """An OpenAI-compatible upstream: vLLM, Ollama, llama.cpp server, OpenAI, another nearline."""
+    """An HTTP upstream: OpenAI-compatible (vLLM, Ollama, llama.cpp server, OpenAI, another
+    nearline) or, with ``format: anthropic``, one that speaks Anthropic's Messages API."""
 
     kind: Literal["openai"] = "openai"
+    # The wire format: "openai" (POST {base_url}/chat/completions, Bearer key) or
+    # "anthropic" (POST {base_url}/messages, x-api-key and anthropic-version headers).
+    format: Literal["openai", "anthropic"] = "openai"
+    anthropic_version: str = "2023-06-01"  # the anthropic-version header (format: anthropic)
     base_url: str = Field(pattern=r"^https?://")
     api_key: SecretStr | None = None
     connect_timeout_s: float = Field(default=5.0, gt=0)

@@ -5,7 +5,8 @@ reached from here.
 It streams deterministic text (the same messages + seed give the same words) with a
 configurable time to first token, token rate, error rate, 429 rate and mid-stream
 disconnects, and counts what happened at ``GET /mock/stats`` so tests can prove that the
-gateway closed a connection when its client left.
+gateway closed a connection when its client left. Its Anthropic mode (``/v1/messages``)
+and ``/v1/embeddings`` are in ``mock_anthropic``.
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ def _error(
 
 
 def create_mock_app(behaviour: MockBehaviour) -> Starlette:  # noqa: PLR0915 - routes as closures
+    from nearline.testing.mock_anthropic import anthropic_routes  # it imports this module
+
     stats = MockStats()
     chaos = random.Random(behaviour.seed)
     gate = [asyncio.Event()]  # the current hold; a release opens it and starts a new one
@@ -375,5 +378,6 @@ def create_mock_app(behaviour: MockBehaviour) -> Starlette:  # noqa: PLR0915 - r
             Route("/v1/models", models, methods=["GET"]),
             Route("/mock/stats", stats_endpoint, methods=["GET"]),
             Route("/mock/release", release, methods=["POST"]),
+            *anthropic_routes(behaviour, stats, deterministic_words),
         ]
     )

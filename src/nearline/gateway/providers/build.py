@@ -2,13 +2,15 @@
 
 A model may name a plain provider, a tier, a cascade or a plan (``plan:<name>``, see
 ``routing:``); tiers, cascades and plans are providers too, built over the plain providers
-their deployments name.
+their deployments name. An HTTP provider speaks OpenAI's wire format, or Anthropic's with
+``format: anthropic``.
 """
 
 from __future__ import annotations
 
 from nearline.config import LOCAL_PROVIDER, Settings
 from nearline.core.provider import Provider
+from nearline.gateway.providers.anthropic import AnthropicProvider
 from nearline.gateway.providers.openai_compat import OpenAICompatProvider
 from nearline.gateway.routing.build import build_routing
 from nearline.gateway.routing.telemetry import RoutingCounters, RoutingTelemetry
@@ -30,7 +32,11 @@ def build_providers(
         providers[LOCAL_PROVIDER] = LocalProvider(settings.local)
     for name, provider_settings in settings.providers.items():
         if name in used:
-            providers[name] = OpenAICompatProvider(name, provider_settings)
+            providers[name] = (
+                AnthropicProvider(name, provider_settings)
+                if provider_settings.format == "anthropic"
+                else OpenAICompatProvider(name, provider_settings)
+            )
     telemetry = routing_telemetry if routing_telemetry is not None else RoutingCounters()
     providers.update(build_routing(routing, used, providers, telemetry))
     return providers
