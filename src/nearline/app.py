@@ -76,7 +76,12 @@ async def build_semantic_cache(
         snapshot_dir=config.snapshot_dir,
         learned=None
         if config.max_error_rate is None
-        else LearnedThresholds(config.max_error_rate, static_hit=config.hit_threshold),
+        else LearnedThresholds(
+            config.max_error_rate,
+            static_hit=config.hit_threshold,
+            per_request=config.error_bound == "per-request",
+            verify_rate=config.verify_rate,
+        ),
     )
     await cache.start()
     return cache

@@ -179,11 +179,21 @@ class SemanticCacheSettings(_Strict):
     max_error_rate: float | None = Field(default=None, gt=0, lt=1)
     verify_rate: float = Field(default=0.1, ge=0, le=1)  # share of served matches re-asked
     verify_per_minute: int = Field(default=60, ge=0)  # cap on those (0: no cap)
+    # per-match: P(wrong) of each served match <= max_error_rate; per-request: the share of
+    # requests answered wrongly (needs verify_per_minute: 0, so samples stay unbiased)
+    error_bound: Literal["per-match", "per-request"] = "per-match"
 
     @model_validator(mode="after")
     def _near_below_hit(self) -> SemanticCacheSettings:
         if self.near_threshold > self.hit_threshold:
             raise ValueError("cache.semantic.near_threshold must not exceed hit_threshold")
+        if self.error_bound == "per-request" and (
+            self.verify_per_minute or not self.verify_rate
+        ):
+            raise ValueError(
+                "cache.semantic.error_bound: per-request needs verify_rate > 0 and "
+                "verify_per_minute: 0"
+            )
         return self
 
 

@@ -167,6 +167,8 @@ class SemanticCache:
         A shared store that cannot be reached makes this a miss (logged), never an error.
         """
         self._lookups += 1
+        if self._learned is not None:
+            self._learned.count_lookup(partition)  # local: conservative with many replicas
         vector = await self._batcher.embed(query)
         neighbours = await self._thread.run(self._index.search, partition, vector, self._candidates)
         now = time.time()

@@ -217,9 +217,9 @@ _LEARN_LUA = (
     _TRIM_LUA
     + """
 local id = redis.call('XADD', KEYS[1], '*', 'op', 'learn', 'id', ARGV[1],
-                      'p', ARGV[2], 's', ARGV[3], 'c', ARGV[4])
-redis.call('RPUSH', KEYS[2],
-           id .. '|' .. ARGV[1] .. '|' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[2])
+                      'p', ARGV[2], 's', ARGV[3], 'c', ARGV[4], 'v', ARGV[7])
+redis.call('RPUSH', KEYS[2], id .. '|' .. ARGV[1] .. '|' .. ARGV[3] .. '|' .. ARGV[4]
+           .. '|' .. ARGV[7] .. '|' .. ARGV[2])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
 trim(KEYS[1], ARGV[5])
 return id
@@ -365,6 +365,7 @@ class RedisStore:
                     int(outcome.correct),
                     self._max_feed_len,
                     self._max_outcomes,
+                    int(outcome.served),
                 ],
             )
 
@@ -374,11 +375,12 @@ class RedisStore:
         limit = _stream_id_tuple(position)
         outcomes = []
         for row in rows:
-            event_id, entry_id, similarity, correct, partition = _text(row).split("|", 4)
+            event_id, entry_id, similarity, correct, served, partition = _text(row).split("|", 5)
             if _stream_id_tuple(event_id) <= limit:
-                outcomes.append(
-                    Outcome(partition, int(entry_id), float(similarity), correct == "1")
+                outcome = Outcome(
+                    partition, int(entry_id), float(similarity), correct == "1", served == "1"
                 )
+                outcomes.append(outcome)
         return outcomes
 
     def _parse(self, position: str, fields: dict[bytes, bytes]) -> Change:
@@ -387,7 +389,11 @@ class RedisStore:
             return Change(position, "delete", entry_id)
         if fields[b"op"] == b"learn":
             outcome = Outcome(
-                fields[b"p"].decode(), entry_id, float(fields[b"s"]), fields[b"c"] == b"1"
+                fields[b"p"].decode(),
+                entry_id,
+                float(fields[b"s"]),
+                fields[b"c"] == b"1",
+                fields.get(b"v") == b"1",
             )
             return Change(position, "learn", entry_id, outcome=outcome)
         entry = IndexedEntry(

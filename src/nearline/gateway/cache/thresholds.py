@@ -23,6 +23,12 @@ The decision for a candidate at similarity ``s`` (after the guard accepted it):
   the static threshold), and a partition whose evidence puts the *lower* bound of the error
   around ``s`` above ``max_error_rate`` stops serving there even above the static threshold.
 
+**Per-request mode** (``per_request=True``) bounds instead what the issue's targets count:
+the share of *requests* answered wrongly — serve every match at or above ``s`` iff an upper
+confidence bound on (wrong candidates at ``>= s``) / (lookups) is at most the bound
+(:meth:`LearnedThresholds.request_bound`). A single prompt may then be served with a
+higher chance of being wrong, as long as such prompts are rare enough.
+
 The state is plain counts (similarity bins per partition, the last outcomes per entry); it
 is written to the snapshot and rebuilt from the shared store's outcome log (semantic.py).
 """
@@ -52,6 +58,7 @@ class Outcome:
     entry_id: int
     similarity: float
     correct: bool
+    served: bool = False  # a served match verified on a sample (else a free comparison)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,24 @@ def upper_bound(wrong: int, n: int, alpha: float) -> float:
     return high
 
 
+@lru_cache(maxsize=4096)
+def poisson_upper(count: int, alpha: float) -> float:
+    """One-sided upper bound at level ``1 - alpha`` on the mean of a Poisson count seen as
+    ``count`` (Garwood): the mean whose P(X <= count) is ``alpha``."""
+    low, high = float(count), float(count) + 10.0 + 10.0 * math.sqrt(count + 1)
+    for _ in range(60):
+        middle = (low + high) / 2
+        term = total = math.exp(-middle)
+        for i in range(1, count + 1):
+            term *= middle / i
+            total += term
+        if total > alpha:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
 def lower_bound(wrong: int, n: int, alpha: float) -> float:
     """One-sided Clopper-Pearson lower bound at level ``1 - alpha`` (0.0 with none)."""
     if n <= 0 or wrong <= 0:
@@ -135,16 +160,18 @@ def lower_bound(wrong: int, n: int, alpha: float) -> float:
 class _Bins:
     """Counts of outcomes (all, wrong) per similarity bin, with window sums."""
 
-    __slots__ = ("n", "wrong")
+    __slots__ = ("n", "wrong", "wrong_served")
 
     def __init__(self) -> None:
         self.n = [0] * _BINS
         self.wrong = [0] * _BINS
+        self.wrong_served = [0] * _BINS  # of ``wrong``: served matches, seen on a sample
 
-    def add(self, similarity: float, correct: bool) -> None:
+    def add(self, similarity: float, correct: bool, served: bool) -> None:
         index = _bin(similarity)
         self.n[index] += 1
         self.wrong[index] += 0 if correct else 1
+        self.wrong_served[index] += 1 if served and not correct else 0
 
     def window(self, low: float, high: float) -> tuple[int, int]:
         start, end = _bin(low), _bin(high) + 1
@@ -166,6 +193,9 @@ class LearnedThresholds:
         confidence: float = 0.95,
         windows: tuple[float, ...] = (0.005, 0.01, 0.02, 0.04),
         demote_min_outcomes: int = 20,
+        per_request: bool = False,
+        verify_rate: float = 1.0,
+        min_lookups: int = 100,
     ) -> None:
         if not 0.0 < max_error_rate < 1.0:
             raise ValueError("max_error_rate must be in (0, 1)")
@@ -178,6 +208,10 @@ class LearnedThresholds:
         self._alpha = (1.0 - confidence) / len(windows)  # Bonferroni over the windows
         self._demote_min = demote_min_outcomes
         self._partitions: dict[str, _Bins] = {}
+        self.per_request = per_request
+        self._verify_rate = verify_rate
+        self._min_lookups = min_lookups
+        self._lookups: dict[str, int] = {}
         self._entries: dict[int, tuple[str, deque[tuple[float, bool]]]] = {}
         self._outcomes = self._wrong = 0
 
@@ -187,7 +221,7 @@ class LearnedThresholds:
         if outcome.similarity < LOWEST:
             return
         self._partitions.setdefault(outcome.partition, _Bins()).add(
-            outcome.similarity, outcome.correct
+            outcome.similarity, outcome.correct, outcome.served
         )
         partition, history = self._entries.setdefault(
             outcome.entry_id, (outcome.partition, deque(maxlen=ENTRY_OUTCOMES))
@@ -196,6 +230,10 @@ class LearnedThresholds:
             history.append((outcome.similarity, outcome.correct))
         self._outcomes += 1
         self._wrong += 0 if outcome.correct else 1
+
+    def count_lookup(self, partition: str) -> None:
+        """One more request looked up in ``partition`` (the per-request bound's trials)."""
+        self._lookups[partition] = self._lookups.get(partition, 0) + 1
 
     def forget_entries(self, keep: set[int]) -> None:
         """Drop the per-entry evidence of entries no longer cached (their partition's
@@ -207,6 +245,8 @@ class LearnedThresholds:
         """Forget everything learnt in the partitions ``doomed`` says yes to."""
         for partition in [p for p in self._partitions if doomed(p)]:
             del self._partitions[partition]
+        for partition in [p for p in self._lookups if doomed(p)]:
+            del self._lookups[partition]
         for entry_id in [e for e, (p, _) in self._entries.items() if doomed(p)]:
             del self._entries[entry_id]
 
@@ -233,6 +273,11 @@ class LearnedThresholds:
             and any(not correct and sim >= similarity for sim, correct in entry[1])
         ):
             return Decision(False, "vetoed")
+        if self.per_request and similarity < self.static_hit:
+            per_request = self.request_bound(partition, similarity)
+            if per_request is not None and per_request <= self.max_error_rate:
+                return Decision(True, "learned", per_request)
+            return Decision(False, "declined", per_request)
         bound = self.bound(partition, similarity)
         if bound is not None:
             rule: Rule = "learned" if similarity < self.static_hit else "static"
@@ -242,6 +287,24 @@ class LearnedThresholds:
                 return Decision(False, "declined", bound)
             return Decision(True, "static", bound)
         return Decision(False, "declined", bound)
+
+    def request_bound(self, partition: str, similarity: float) -> float | None:
+        """Per-request mode: an upper confidence bound on the share of this partition's
+        requests that get a wrong answer if every match at ``similarity`` or above is
+        served. Each lookup is a trial; wrong candidates seen unserved count once, wrong
+        served matches seen on a ``verify_rate`` sample count ``1 / verify_rate`` times
+        (Garwood bounds on both counts, the confidence split between them). ``None``
+        before ``min_lookups`` requests."""
+        bins = self._partitions.get(partition)
+        lookups = self._lookups.get(partition, 0)
+        if bins is None or lookups < self._min_lookups:
+            return None
+        start = _bin(similarity)
+        wrong, served = sum(bins.wrong[start:]), sum(bins.wrong_served[start:])
+        alpha = (1.0 - self.confidence) / 2
+        unserved_bound = poisson_upper(wrong - served, alpha)
+        served_bound = poisson_upper(served, alpha) / self._verify_rate
+        return (unserved_bound + served_bound) / lookups
 
     def _clearly_worse(self, partition: str, similarity: float) -> bool:
         """Evidence around ``similarity`` says the error is above the bound (confidently)."""
@@ -262,7 +325,7 @@ class LearnedThresholds:
             "lowest": LOWEST,
             "partitions": {
                 partition: [
-                    [index, bins.n[index], bins.wrong[index]]
+                    [index, bins.n[index], bins.wrong[index], bins.wrong_served[index]]
                     for index in range(_BINS)
                     if bins.n[index]
                 ]
@@ -274,6 +337,7 @@ class LearnedThresholds:
             ],
             "outcomes": self._outcomes,
             "wrong": self._wrong,
+            "lookups": dict(self._lookups),
         }
 
     def load_document(self, document: dict[str, Any]) -> None:
@@ -284,8 +348,9 @@ class LearnedThresholds:
         self._partitions = {}
         for partition, rows in document["partitions"].items():
             bins = _Bins()
-            for index, n, wrong in rows:
+            for index, n, wrong, *served in rows:
                 bins.n[int(index)], bins.wrong[int(index)] = int(n), int(wrong)
+                bins.wrong_served[int(index)] = int(served[0]) if served else 0
             self._partitions[str(partition)] = bins
         self._entries = {
             int(entry_id): (
@@ -295,6 +360,7 @@ class LearnedThresholds:
             for entry_id, partition, history in document["entries"]
         }
         self._outcomes, self._wrong = int(document["outcomes"]), int(document["wrong"])
+        self._lookups = {str(p): int(n) for p, n in document.get("lookups", {}).items()}
 
     @property
     def stats(self) -> LearnedStats:
@@ -308,6 +374,7 @@ __all__ = [
     "Outcome",
     "Rule",
     "lower_bound",
+    "poisson_upper",
     "upper_bound",
     "within",
 ]

@@ -195,7 +195,7 @@ class OnlineLearning:
             self.stats.disagreed += 1
         if self._on_outcome is not None:
             self._on_outcome(paid, agreed)
-        outcome = Outcome(match.partition, match.entry_id, match.similarity, agreed)
+        outcome = Outcome(match.partition, match.entry_id, match.similarity, agreed, paid)
         try:
             await self._cache.record_outcome(outcome)
         except SemanticStoreUnavailable as exc:
