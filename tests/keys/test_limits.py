@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import httpx
 import pytest
@@ -112,13 +113,13 @@ def test_a_budget_stops_spend_and_spend_is_reported(make_gateway, backend):
     )
     # $1 per token: one answer (24 + 3 tokens) costs $27, over the $30 budget after two.
     made = create_key(gateway.url, "acme", budget_usd=30, budget_period="day")
-    key = made["key"]
-    assert chat(gateway.url, key, "one two three").status_code == 200
+    key, tag = made["key"], uuid.uuid4().hex  # Redis' exact tier outlives the test: new words
+    assert chat(gateway.url, key, f"one {tag} three").status_code == 200
     time.sleep(0.3)
-    assert chat(gateway.url, key, "one two three").headers["x-nearline-source"] == "exact"
-    assert chat(gateway.url, key, "four five six").status_code == 200  # $27 < $30: admitted
+    assert chat(gateway.url, key, f"one {tag} three").headers["x-nearline-source"] == "exact"
+    assert chat(gateway.url, key, f"four {tag} six").status_code == 200  # $27 < $30: admitted
     time.sleep(0.3)
-    refused = chat(gateway.url, key, "seven")
+    refused = chat(gateway.url, key, f"seven {tag}")
     assert refused.status_code == 429, refused.text
     error = refused.json()["error"]
     assert error["code"] == "insufficient_quota"

@@ -2,10 +2,11 @@
 
 ``Governor.admit`` names the subjects a request answers to (its key, its tenant), checks and
 counts it in one call to the counters, and raises the OpenAI-shaped 429 when a limit or a
-budget says no. ``Governor.metered`` wraps the answer's events: every streamed delta counts
-as a token at once, the ``Usage`` event corrects that to the real count; at the end the
-answer's cost (catalogue price; zero from a cache) is added to the budgets, and every answer,
-limited or not, goes to the spend ledger. Nothing here waits on a network but ``admit``.
+budget says no. ``Governor.metered`` wraps the answer's events: streamed deltas count as
+tokens as they pass (eight at a time), the ``Usage`` event corrects that to the real count;
+at the end the answer's cost (catalogue price; zero from a cache) is added to the budgets,
+and every answer, limited or not, goes to the spend ledger. Nothing here waits on a network
+but ``admit``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Grant:
 
 
 NO_GRANT = Grant((), {}, 0)
+TOKEN_BATCH = 8  # streamed deltas counted together (the usage at the end corrects the count)
 
 
 class Governor:
@@ -95,21 +97,23 @@ class Governor:
         closing it always closes ``events``."""
         counting = bool(grant.subjects) and (source == Source.INFERENCE or self._count_cache_hits)
         counters, subjects = self.counters, grant.subjects
-        counted = 0
+        counted = pending = 0  # sent to the counters; seen since
         usage: Usage | None = None
 
         def see(event: Event) -> None:
-            nonlocal counted, usage
+            nonlocal counted, pending, usage
             if isinstance(event, Delta):
                 if counting:
-                    counters.add_tokens(subjects, 1)
-                    counted += 1
+                    pending += 1
+                    if pending >= TOKEN_BATCH:
+                        counters.add_tokens(subjects, pending)
+                        counted, pending = counted + pending, 0
             elif isinstance(event, Usage):
                 usage = event
                 if counting:
                     total = event.prompt_tokens + event.completion_tokens
                     counters.add_tokens(subjects, total - counted)
-                    counted = total
+                    counted, pending = total, 0
 
         try:
             see(first)
@@ -119,6 +123,8 @@ class Governor:
                 yield event
         finally:
             await events.aclose()
+            if pending:
+                counters.add_tokens(subjects, pending)
             if usage is not None:
                 self._spent(grant, tenant, model, source, price, usage)
 

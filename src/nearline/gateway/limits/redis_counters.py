@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from nearline.gateway.limits.window import WINDOW_S, Decision, Refusal, Standing, Subject
 from nearline.gateway.limits.window import period_label as _label
@@ -129,7 +129,10 @@ class RedisCounters:
             limits = subject.limits
             budget = -1.0 if limits.budget_usd is None else limits.budget_usd
             args.extend([limits.rpm or 0, limits.tpm or 0, budget])
-        out = await self._acquire(keys=keys, args=args)
+        try:  # evalsha directly: the hot path skips redis-py's Script wrapper
+            out = await self._client.evalsha(self._acquire.sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted or flushed its scripts: load it again
+            out = await self._acquire(keys=keys, args=args)
         refused = _REFUSALS.get(int(out[0]))
         standing = tuple(
             Standing(int(r), int(rr), int(t), int(tr), float(spent))
