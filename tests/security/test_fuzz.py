@@ -103,7 +103,10 @@ def from_schema(node: dict[str, Any], *, top: bool = False) -> st.SearchStrategy
     if kind == "object" and "properties" in node:
         properties = {name: from_schema(sub) for name, sub in node["properties"].items()}
         if top:  # mostly the model that exists, so requests get past the catalogue
-            properties["model"] = st.one_of(*[st.just(MODEL)] * 4, properties["model"])
+            drawn_model = properties["model"]  # one in five (one_of does not weigh repeats)
+            properties["model"] = st.integers(0, 4).flatmap(
+                lambda i: drawn_model if i == 0 else st.just(MODEL)
+            )
             properties["max_tokens"] = st.none() | st.integers(1, 4)
             # mostly what nearline supports (the schema cannot say "n must be 1")
             properties["n"] = st.none() | st.just(1) | properties["n"]
@@ -113,8 +116,19 @@ def from_schema(node: dict[str, Any], *, top: bool = False) -> st.SearchStrategy
             )
             # OpenAI refuses a tool_choice or parallel_tool_calls without tools, top_logprobs
             # without logprobs: mostly leave them out, so bodies get past those checks
-            for name in ("tool_choice", "parallel_tool_calls", "top_logprobs"):
+            # (and drawn tools and metadata mostly break the name and value rules)
+            for name in ("tool_choice", "parallel_tool_calls", "top_logprobs", "tools", "metadata"):
                 properties[name] = st.one_of(*[st.none()] * 3, properties[name])
+            # drawn messages mostly break OpenAI's tool-message rules (a tool message must
+            # answer a call): half the bodies carry a plain conversation instead
+            plain = st.lists(
+                st.fixed_dictionaries(
+                    {"role": st.sampled_from(["system", "user", "assistant"]), "content": TEXT}
+                ),
+                min_size=1,
+                max_size=3,
+            )
+            properties["messages"] = st.one_of(plain, properties["messages"])
         required = set(node.get("required", ()))
         return st.fixed_dictionaries(
             {name: strategy for name, strategy in properties.items() if name in required},
