@@ -61,3 +61,44 @@ async def test_entries_with_the_same_key_share_a_partition_in_order(
     assert all(len(p) == 1 for p in partitions.values()), partitions
     assert all(o == sorted(o) for o in offsets.values())
     assert len({p for ps in partitions.values() for p in ps}) >= 2  # keys spread over partitions
+
+
+async def test_worker_broker_kafka_needs_redis_url() -> None:
+    from nearline.config import load_settings
+    from nearline.core.errors import ConfigError
+    from nearline.worker.build import open_broker
+
+    settings = load_settings(worker={"broker": "kafka"})
+    with pytest.raises(ConfigError, match=r"'kafka' needs redis\.url"):
+        await open_broker(settings)
+
+
+async def test_worker_broker_kafka_opens_the_kafka_section(kafka_server: str, prefix: str) -> None:
+    from nearline.config import load_settings
+    from nearline.worker.build import open_broker
+
+    settings = load_settings(
+        redis={"url": REDIS_URL},
+        kafka={"bootstrap_servers": kafka_server, "partitions": 2, "key_field": "card"},
+        worker={"broker": "kafka"},
+    )
+    broker = await open_broker(settings)
+    stream = f"{prefix}-source"
+    try:
+        assert isinstance(broker, KafkaBroker)
+        await broker.create_group(stream, "g")
+        assert await broker.partitions_of(stream) == 2
+        ids = await broker.publish(stream, [Message({"card": "c1", "n": n}) for n in range(4)])
+        assert len({id_position(i)[0] for i in ids}) == 1  # one key, one partition
+        assert (await broker.group_info(stream, "g")).lag == 4
+    finally:
+        await broker.delete(stream)
+        await broker.aclose()
+
+
+def test_a_kafka_section_with_an_unknown_key_names_it() -> None:
+    from nearline.config import load_settings
+    from nearline.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrap"):
+        load_settings(kafka={"bootstrap": "127.0.0.1:9092"})
