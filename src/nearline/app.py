@@ -15,7 +15,17 @@ from opentelemetry.trace import Tracer
 from nearline import __version__
 from nearline.config import Settings
 from nearline.embed import EmbeddingBatcher, load_embedder
-from nearline.gateway.api import admin, health, messages, metrics, openai, pages, ws
+from nearline.gateway.api import (
+    admin,
+    completions,
+    health,
+    messages,
+    metrics,
+    openai,
+    openai_responses,
+    pages,
+    ws,
+)
 from nearline.gateway.api.body_limit import BodyLimitMiddleware
 from nearline.gateway.api.errors import install_error_handlers
 from nearline.gateway.api.origin import BrowserGuard
@@ -234,6 +244,8 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
     )
     install_error_handlers(app)
     app.include_router(openai.router)
+    app.include_router(completions.router)
+    app.include_router(openai_responses.router)
     app.include_router(messages.router)
     app.include_router(health.router)
     app.include_router(admin.router)

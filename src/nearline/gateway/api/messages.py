@@ -32,12 +32,10 @@ from nearline.gateway.serving.messages_wire import (
     chat_messages,
     chat_request,
     chat_tools,
-    parse_json,
-    to_chat,
-    validated,
 )
 from nearline.gateway.serving.pipeline import Answer
 from nearline.gateway.serving.service import Transport, answer_headers
+from nearline.gateway.serving.wire import parse_json, to_chat, validated
 from nearline.gateway.tenancy import Tenant
 
 router = APIRouter()

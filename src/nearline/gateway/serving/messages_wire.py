@@ -19,47 +19,43 @@ pipeline, its caches, routing and limits see an ordinary chat request:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from nearline.core.errors import InvalidRequest
 from nearline.core.request import ChatRequest, NearlineOptions
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
+from nearline.gateway.serving.wire import Wire, to_chat
 
 CacheControl = dict[str, Any] | None
 
 
-class TextBlock(_Wire):
+class TextBlock(Wire):
     type: Literal["text"]
     text: str
     cache_control: CacheControl = None
     citations: list[dict[str, Any]] | None = None
 
 
-class Base64Source(_Wire):
+class Base64Source(Wire):
     type: Literal["base64"]
     media_type: str
     data: str
 
 
-class UrlSource(_Wire):
+class UrlSource(Wire):
     type: Literal["url"]
     url: str
 
 
-class ImageBlock(_Wire):
+class ImageBlock(Wire):
     type: Literal["image"]
     source: Annotated[Base64Source | UrlSource, Field(discriminator="type")]
     cache_control: CacheControl = None
 
 
-class ToolUseBlock(_Wire):
+class ToolUseBlock(Wire):
     type: Literal["tool_use"]
     id: str = Field(min_length=1)
     name: str
@@ -73,7 +69,7 @@ class ToolUseBlock(_Wire):
 ResultPart = Annotated[TextBlock | ImageBlock, Field(discriminator="type")]
 
 
-class ToolResultBlock(_Wire):
+class ToolResultBlock(Wire):
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1)
     content: str | list[ResultPart] = ""
@@ -86,12 +82,12 @@ Block = Annotated[
 ]
 
 
-class AnthropicMessage(_Wire):
+class AnthropicMessage(Wire):
     role: Literal["user", "assistant"]
     content: str | list[Block]
 
 
-class AnthropicTool(_Wire):
+class AnthropicTool(Wire):
     name: str
     description: str | None = None
     input_schema: dict[str, Any]
@@ -99,17 +95,17 @@ class AnthropicTool(_Wire):
     cache_control: CacheControl = None
 
 
-class AnthropicToolChoice(_Wire):
+class AnthropicToolChoice(Wire):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
 
 
-class AnthropicMetadata(_Wire):
+class AnthropicMetadata(Wire):
     user_id: str | None = None
 
 
-class MessagesRequest(_Wire):
+class MessagesRequest(Wire):
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1)
     messages: list[AnthropicMessage] = Field(min_length=1)
@@ -124,44 +120,12 @@ class MessagesRequest(_Wire):
     nearline: NearlineOptions | None = None
 
 
-class CountTokensRequest(_Wire):
+class CountTokensRequest(Wire):
     model: str = Field(min_length=1)
     messages: list[AnthropicMessage] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
     tools: list[AnthropicTool] | None = None
     tool_choice: AnthropicToolChoice | None = None
-
-
-def parse_json(raw: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return payload
-
-
-def invalid_from(error: ValidationError) -> InvalidRequest:
-    """A pydantic error as the 400 naming the field (the deepest of a union's reports)."""
-    first = max(error.errors(include_url=False), key=lambda e: len(e["loc"]))
-    path = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and "[" in p))
-    param = path.split(".")[0] or None
-    if first["type"] == "extra_forbidden":
-        return InvalidRequest(f"unrecognized request argument supplied: {path}", param=param)
-    if first["type"] == "missing":
-        return InvalidRequest(f"missing required parameter: {path}", param=param)
-    return InvalidRequest(f"invalid value for {path}: {first['msg']}", param=param)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def validated(model: type[M], payload: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        raise invalid_from(exc) from exc
 
 
 def chat_request(request: MessagesRequest) -> ChatRequest:
@@ -186,14 +150,6 @@ def chat_request(request: MessagesRequest) -> ChatRequest:
     if request.nearline is not None:
         body["nearline"] = request.nearline.model_dump(exclude_none=True)
     return to_chat(body)
-
-
-def to_chat(body: dict[str, Any]) -> ChatRequest:
-    """Validate a translated body as a ``ChatRequest`` (OpenAI's rules apply to it too)."""
-    try:
-        return ChatRequest.model_validate(body)
-    except ValidationError as exc:
-        raise invalid_from(exc) from exc
 
 
 def chat_tools(
