@@ -18,6 +18,7 @@ from nearline.embed import EmbeddingBatcher, load_embedder
 from nearline.gateway.api import (
     admin,
     completions,
+    embeddings,
     health,
     messages,
     metrics,
@@ -245,6 +246,7 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(completions.router)
+    app.include_router(embeddings.router)
     app.include_router(openai_responses.router)
     app.include_router(messages.router)
     app.include_router(health.router)
