@@ -236,3 +236,34 @@ def test_payload_translation() -> None:
     assert payload["messages"][2]["content"] == [
         {"type": "tool_result", "tool_use_id": "call_1", "content": "Sunny"}
     ]
+
+
+def test_every_new_endpoint_through_nearline_serve(make_gateway: Any, tmp_path: Any) -> None:
+    """A real ``nearline serve`` process: Messages (both upstream formats, streamed),
+    embeddings, completions and responses, each with its own official client."""
+    import openai
+    import yaml
+
+    from nearline.testing import serve_in_process
+
+    mock = make_gateway.mock()
+    config = tmp_path / "nearline.yaml"
+    settings = _settings(mock.base_url, request_log={"sqlite_path": str(tmp_path / "r.sqlite")})
+    settings["providers"]["up"] = {"base_url": mock.base_url}
+    settings["models"].pop("local")
+    config.write_text(yaml.safe_dump(settings))
+    with serve_in_process(config) as url:
+        claude = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+        for model in ("m", "claude"):
+            with claude.messages.stream(model=model, max_tokens=64, messages=ASK) as stream:
+                assert len("".join(stream.text_stream).split()) == 24
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        vectors = client.embeddings.create(model="all-MiniLM-L6-v2", input=["a", "b"])
+        assert [len(row.embedding) for row in vectors.data] == [384, 384]
+        completion = client.completions.create(model="claude", prompt="Hello")
+        assert len(completion.choices[0].text.split()) == 24
+        response = client.responses.create(model="claude", input="Hello")
+        follow = client.responses.create(
+            model="m", input="And then?", previous_response_id=response.id
+        )
+        assert follow.status == "completed" and follow.output_text
