@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import redis.asyncio as aioredis
@@ -14,6 +14,7 @@ from opentelemetry.trace import Tracer
 
 from nearline import __version__
 from nearline.config import Settings
+from nearline.core.provider import Provider
 from nearline.embed import EmbeddingBatcher, load_embedder
 from nearline.gateway.api import (
     admin,
@@ -39,6 +40,7 @@ from nearline.gateway.cache.thresholds import LearnedThresholds
 from nearline.gateway.cache.verify import OnlineLearning, online_learning
 from nearline.gateway.keys import KeyManager, build_key_manager
 from nearline.gateway.limits import Governor, MemoryCounters, build_counters
+from nearline.gateway.plan.provider import attach_caches
 from nearline.gateway.providers.build import build_providers
 from nearline.gateway.routing.build import build_router, provider_reach
 from nearline.gateway.routing.telemetry import RoutingCounters
@@ -117,6 +119,27 @@ def build_learning(
     )
     stack.push_async_callback(learning.aclose)
     return learning
+
+
+def build_tiers(
+    settings: Settings,
+    catalogue: Catalogue,
+    providers: Mapping[str, Provider],
+    exact: ExactCache | None,
+    semantic: SemanticCache | None,
+    learning: OnlineLearning | None,
+) -> CacheTiers:
+    """Both cache tiers behind one object; the plans among ``providers`` cache their own
+    calls in it (bound here: the tiers are built over the catalogue, after the providers)."""
+    tiers = CacheTiers(
+        catalogue.provider_name,
+        exact,
+        semantic,
+        semantic_ttl_s=settings.cache.semantic.ttl_s,
+        learning=learning,
+    )
+    attach_caches(providers.values(), tiers, settings.models)
+    return tiers
 
 
 def build_request_log(settings: Settings) -> RequestLog | None:
@@ -198,13 +221,7 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
                 router,
                 reach=functools.partial(provider_reach, settings.routing),
             )
-            tiers = CacheTiers(
-                catalogue.provider_name,
-                exact,
-                semantic,
-                semantic_ttl_s=settings.cache.semantic.ttl_s,
-                learning=learning,
-            )
+            tiers = build_tiers(settings, catalogue, providers, exact, semantic, learning)
             observer = AnswerObserver(
                 metrics,
                 tracer=tracer,

@@ -6,9 +6,10 @@ Three voices, the strictest wins: the client's ``Cache-Control`` header, the bod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nearline.config import ModelRoute
+from nearline.core.provider import ProviderCall
 from nearline.core.request import ChatRequest
 
 
@@ -58,3 +59,15 @@ def from_model(route: ModelRoute, request: ChatRequest) -> CacheDirective:
         deterministic = request.temperature == 0 or request.seed is not None
         return CacheDirective() if deterministic else NO_STORE
     return CacheDirective()
+
+
+def carried(call: ProviderCall, directive: CacheDirective) -> ProviderCall:
+    """``call`` with ``directive`` written into its body extension (``nearline.cache``), so
+    a provider that makes calls of its own (a plan's steps) follows the client's
+    ``Cache-Control`` too. The extension never reaches an upstream."""
+    said = call.request.nearline.cache
+    wanted = "no-store" if not directive.store else "no-cache" if not directive.lookup else said
+    if said in (wanted, "no-store"):
+        return call
+    nearline = call.request.nearline.model_copy(update={"cache": wanted})
+    return replace(call, request=call.request.model_copy(update={"nearline": nearline}))

@@ -1,6 +1,11 @@
 """One model call of a plan (the planner's, a step's, the synthesis, the fallback): its
 sub-request, its cost, and — for the planner and the steps — a task that streams its text
-into the run's queue."""
+into the run's queue.
+
+With the exact tier on (``StepCache``), each call is looked up first: a fresh entry is
+replayed (outcome ``cached``, cost 0) instead of asking the tier again, and a completed
+answer is stored under the call's own key (tenant, plan model, tier, prompt) — a planner's
+only when it is a usable plan."""
 
 from __future__ import annotations
 
@@ -8,15 +13,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nearline.core.errors import NearlineError, UpstreamError
 from nearline.core.events import CallCost, Delta, Done, ErrorEvent, Event, FinishReason, Usage
 from nearline.core.price import FREE, Price
 from nearline.core.provider import Provider, ProviderCall
 from nearline.core.request import ChatRequest, Message
+from nearline.core.source import Source
+from nearline.gateway.cache.recording import RecordedAnswer, recorded, replay
+
+if TYPE_CHECKING:
+    from nearline.gateway.serving.tiers import CacheTiers
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,49 @@ def sub_call(call: ProviderCall, part: Part, prompt: str, max_tokens: int | None
     return ProviderCall(
         request, call.upstream_model, call.tenant, deadline=call.deadline, provider=part.name
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StepCache:
+    """The exact tier as one plan's calls use it: ``lookup`` and ``store`` follow the
+    request's cache directive (body extension, ``Cache-Control``, the model's policy)."""
+
+    tiers: CacheTiers
+    lookup: bool = True
+    store: bool = True
+
+    async def open(
+        self, part: Part, call: ProviderCall, keep: Callable[[str], bool] | None = None
+    ) -> tuple[AsyncIterator[Event], bool]:
+        """``call``'s answer: replayed from a fresh entry (``True``), else from ``part``,
+        recorded and stored once complete — when ``keep`` (given the text) allows."""
+        keys = self.tiers.keys(call)
+        if self.lookup and keys.exact is not None:
+            hit = await self.tiers.lookup_exact(keys)
+            if hit is not None and not hit.stale:
+                return replay(hit.answer, Source.EXACT), True
+        events = part.provider.stream(call)
+        if not self.store or keys.exact is None:
+            return events, False
+        store = self.tiers.storer(keys, semantic=False)
+
+        async def kept(answer: RecordedAnswer) -> None:
+            if keep is None or keep(answer.text):
+                await store(answer)
+
+        return recorded(events, kept), False
+
+
+async def opened(
+    cache: StepCache | None,
+    part: Part,
+    call: ProviderCall,
+    keep: Callable[[str], bool] | None = None,
+) -> tuple[AsyncIterator[Event], bool]:
+    """``call``'s events, and whether they are replayed from the exact tier."""
+    if cache is None:
+        return part.provider.stream(call), False
+    return await cache.open(part, call, keep)
 
 
 PieceKind = Literal["delta", "done", "failed"]
@@ -122,11 +175,13 @@ class Run:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def usage(self, finish: Usage | None = None) -> Usage:
-        """Every call's tokens and cost together (plus ``finish``'s cached tokens)."""
+        """Every call's tokens and cost together; the prompt tokens of calls replayed from
+        cache (and ``finish``'s cached tokens) are cached tokens."""
+        replayed = sum(c.prompt_tokens for c in self.calls if c.outcome == "cached")
         return Usage(
             prompt_tokens=sum(c.prompt_tokens for c in self.calls),
             completion_tokens=sum(c.completion_tokens for c in self.calls),
-            cached_tokens=0 if finish is None else finish.cached_tokens,
+            cached_tokens=replayed + (0 if finish is None else finish.cached_tokens),
             cost_usd=self.spent_usd,
             calls=tuple(self.calls),
         )
@@ -146,7 +201,7 @@ def cost_of(
         role=role,
         tier=part.name,
         latency_s=time.perf_counter() - started,
-        cost_usd=part.price.cost(usage),
+        cost_usd=0.0 if outcome == "cached" else part.price.cost(usage),
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         step=step,
@@ -162,11 +217,13 @@ async def produce(
     *,
     role: str,
     timeout_s: float | None,
+    cache: StepCache | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> None:
-    """Run ``call`` on ``part``; report its text, then its end or failure, to ``run``
-    (whatever fails: the plan waits on this report)."""
+    """Run ``call`` on ``part`` (or replay it from ``cache``); report its text, then its
+    end or failure, to ``run`` (whatever fails: the plan waits on this report)."""
     try:
-        await _produce(run, who, part, call, role=role, timeout_s=timeout_s)
+        await _produce(run, who, part, call, role=role, timeout_s=timeout_s, cache=cache, keep=keep)
     except Exception as error:  # a bug, not an upstream failure: still end the plan's wait
         log.exception("plan call %s %s failed", role, who)
         failed = CallCost(role, part.name, 0.0, 0.0, step=who or None, outcome="error")
@@ -181,15 +238,18 @@ async def _produce(
     *,
     role: str,
     timeout_s: float | None,
+    cache: StepCache | None,
+    keep: Callable[[str], bool] | None,
 ) -> None:
     step = who or None
     started = time.perf_counter()
     parts: list[str] = []
     usage: Usage | None = None
+    cached = False
     try:
         async with asyncio.timeout(timeout_s):
-            finish = await _stream_text(part.provider.stream(call), run, who, parts)
-            usage, _reason = finish
+            events, cached = await opened(cache, part, call, keep)
+            usage, _reason = await _stream_text(events, run, who, parts)
     except TimeoutError:
         failed = cost_of(role, part, started, usage, step=step, outcome="timeout")
         run.queue.put_nowait(Piece("failed", who, "timeout", failed))
@@ -199,7 +259,9 @@ async def _produce(
         run.queue.put_nowait(Piece("failed", who, error.code or "error", failed))
         return
     text = "".join(parts)
-    run.queue.put_nowait(Piece("done", who, text, cost_of(role, part, started, usage, step=step)))
+    outcome = "cached" if cached else "ok"
+    done = cost_of(role, part, started, usage, step=step, outcome=outcome)
+    run.queue.put_nowait(Piece("done", who, text, done))
 
 
 async def _stream_text(

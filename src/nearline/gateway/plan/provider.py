@@ -19,6 +19,10 @@ A planner answer with no numbered step, a failed or timed-out call, the plan's
 call still running is stopped and the ``fallback`` tier answers alone (the calls already
 made stay in the usage), or with ``on_failure: error`` the request fails. Closing the
 stream (the client left) cancels every call in flight; each closes its upstream stream.
+
+Once the exact tier exists (``attach_cache``), every call the plan makes — planner, steps,
+synthesis, fallback — is looked up and stored there under its own key, as the request's
+cache directive allows (``calls.StepCache``): a repeated step is replayed, not recomputed.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from nearline.config import ModelRoute
 from nearline.config.routing import PlanSettings
 from nearline.core.errors import NearlineError, UpstreamError
 from nearline.core.events import (
@@ -42,19 +48,25 @@ from nearline.core.events import (
     Replace,
     Usage,
 )
-from nearline.core.provider import Capabilities, ProviderCall
+from nearline.core.provider import Capabilities, Provider, ProviderCall
+from nearline.gateway.cache import policy
 from nearline.gateway.plan.calls import (
     Part,
     Piece,
     Run,
+    StepCache,
     close,
     cost_of,
+    opened,
     produce,
     sub_call,
 )
 from nearline.gateway.plan.library import PLAN_PROMPT, STEP_PROMPT
 from nearline.gateway.plan.text import numbered, parse_steps, rendered, task_of
 from nearline.gateway.routing.telemetry import RoutingTelemetry
+
+if TYPE_CHECKING:
+    from nearline.gateway.serving.tiers import CacheTiers
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +97,7 @@ class _State:
     run: Run
     shown: list[bool]  # [a preliminary was shown]: shared with the fallback
     source: str
+    cache: StepCache | None = None
     steps: list[str] = field(default_factory=list)
     results: dict[int, str] = field(default_factory=dict)
     streaming: dict[int, str] = field(default_factory=dict)  # steps under way: text so far
@@ -132,6 +145,28 @@ class PlanProvider:
         self._fallback = fallback
         self._synthesiser = synthesiser
         self._telemetry = telemetry
+        self._tiers: CacheTiers | None = None
+        self._models: Mapping[str, ModelRoute] = {}
+
+    def attach_cache(self, tiers: CacheTiers, models: Mapping[str, ModelRoute]) -> None:
+        """Cache every call of the plan in ``tiers``' exact tier, as the request and the
+        catalogue ``models``' policies allow (bound after the tiers exist: they are built
+        over the catalogue, which holds this provider)."""
+        self._tiers = tiers
+        self._models = models
+
+    def _step_cache(self, call: ProviderCall) -> StepCache | None:
+        """The request's cache directive for the plan's own calls: the body extension and
+        ``Cache-Control`` (the pipeline folds the header into it), then the model's policy."""
+        if self._tiers is None or self._tiers.exact is None:
+            return None
+        directive = policy.from_request(call.request)
+        route = self._models.get(call.request.model)
+        if route is not None:
+            directive = directive.also(policy.from_model(route, call.request))
+        if not directive.lookup and not directive.store:
+            return None
+        return StepCache(self._tiers, lookup=directive.lookup, store=directive.store)
 
     @property
     def plan(self) -> str:
@@ -150,8 +185,9 @@ class PlanProvider:
         run = Run(self.settings.timeout_s)
         shown = [False]  # a preliminary was shown: the answer says it replaces it
         reason: str | None = None
+        cache = self._step_cache(call)
         try:
-            async with contextlib.aclosing(self._planned(call, run, shown)) as events:
+            async with contextlib.aclosing(self._planned(call, run, shown, cache)) as events:
                 async for event in events:
                     yield event
             return
@@ -167,16 +203,17 @@ class PlanProvider:
             raise PlanFailed(f"the plan {self.plan!r} failed: {reason}")
         log.info("plan %s: %s; the fallback tier answers alone", self.name, reason)
         self._telemetry.plan_answer(self.plan, "fallback", reason)
-        async with contextlib.aclosing(self._fallen_back(call, run, shown[0], reason)) as events:
+        fallen_back = self._fallen_back(call, run, shown[0], reason, cache)
+        async with contextlib.aclosing(fallen_back) as events:
             async for event in events:
                 yield event
 
     # --- the plan ------------------------------------------------------------------------
 
     async def _planned(
-        self, call: ProviderCall, run: Run, shown: list[bool]
+        self, call: ProviderCall, run: Run, shown: list[bool], cache: StepCache | None
     ) -> AsyncGenerator[Event, None]:
-        state = _State(call, run, shown, source=f"plan:{self.plan}")
+        state = _State(call, run, shown, source=f"plan:{self.plan}", cache=cache)
         for stage in (self._planning(state), self._executing(state)):
             async with contextlib.aclosing(stage) as events:
                 async for event in events:
@@ -191,7 +228,7 @@ class PlanProvider:
             yield Done("stop")  # the consumer may stop here: nothing runs after it
             return
         async with contextlib.aclosing(
-            self._synthesised(call, run, shown[0], state.task, answer)
+            self._synthesised(call, run, shown[0], state.task, answer, cache)
         ) as events:
             async for event in events:
                 yield event
@@ -201,7 +238,16 @@ class PlanProvider:
         settings, run = self.settings, state.run
         prompt = PLAN_PROMPT.format(max_steps=settings.max_steps, task=state.task)
         planning = sub_call(state.call, self._planner, prompt, settings.plan_max_tokens)
-        run.start(self._produce(run, 0, self._planner, planning, "plan"), "plan", self._planner)
+        work = self._produce(
+            run,
+            0,
+            self._planner,
+            planning,
+            "plan",
+            state.cache,
+            keep=lambda text: bool(parse_steps(text, settings.max_steps)),  # a usable plan
+        )
+        run.start(work, "plan", self._planner)
         plan_text = ""
         while True:
             piece = await self._next(run)
@@ -234,7 +280,7 @@ class PlanProvider:
                 step=steps[number - 1],
             )
             step_call = sub_call(state.call, self._executor, prompt, settings.step_max_tokens)
-            work = self._produce(run, number, self._executor, step_call, "step")
+            work = self._produce(run, number, self._executor, step_call, "step", state.cache)
             run.start(work, "step", self._executor, step=number)
 
         for number in range(1, len(steps) + 1 if settings.parallel else 2):
@@ -256,7 +302,16 @@ class PlanProvider:
             if state.progressive:
                 yield state.preliminary(rendered(plan_block, steps, state.results, state.streaming))
 
-    async def _produce(self, run: Run, who: int, part: Part, call: ProviderCall, role: str) -> None:
+    async def _produce(
+        self,
+        run: Run,
+        who: int,
+        part: Part,
+        call: ProviderCall,
+        role: str,
+        cache: StepCache | None,
+        keep: Callable[[str], bool] | None = None,
+    ) -> None:
         await produce(
             run,
             who,
@@ -264,6 +319,8 @@ class PlanProvider:
             call,
             role=role,
             timeout_s=self.settings.step_timeout_s,
+            cache=cache,
+            keep=keep,
         )
 
     async def _next(self, run: Run) -> Piece:
@@ -284,18 +341,24 @@ class PlanProvider:
             raise _Failed("budget")
 
     async def _synthesised(
-        self, call: ProviderCall, run: Run, shown: bool, task: str, results: str
+        self,
+        call: ProviderCall,
+        run: Run,
+        shown: bool,
+        task: str,
+        results: str,
+        cache: StepCache | None,
     ) -> AsyncGenerator[Event, None]:
         assert self._synthesiser is not None
         prompt = SYNTHESIS_PROMPT.format(task=task, results=results)
         synthesis = sub_call(call, self._synthesiser, prompt, call.request.max_tokens)
-        final = self._final(synthesis, self._synthesiser, "synthesis", run, shown)
+        final = self._final(synthesis, self._synthesiser, "synthesis", run, shown, cache)
         async with contextlib.aclosing(final) as events:
             async for event in events:
                 yield event
 
     async def _fallen_back(
-        self, call: ProviderCall, run: Run, shown: bool, reason: str
+        self, call: ProviderCall, run: Run, shown: bool, reason: str, cache: StepCache | None
     ) -> AsyncGenerator[Event, None]:
         fallback_call = ProviderCall(
             call.request,
@@ -304,7 +367,7 @@ class PlanProvider:
             deadline=call.deadline,
             provider=self._fallback.name,
         )
-        final = self._final(fallback_call, self._fallback, "fallback", run, shown)
+        final = self._final(fallback_call, self._fallback, "fallback", run, shown, cache)
         try:
             async with contextlib.aclosing(final) as events:
                 async for event in events:
@@ -316,12 +379,19 @@ class PlanProvider:
             ) from None
 
     async def _final(
-        self, call: ProviderCall, part: Part, role: str, run: Run, shown: bool
+        self,
+        call: ProviderCall,
+        part: Part,
+        role: str,
+        run: Run,
+        shown: bool,
+        cache: StepCache | None,
     ) -> AsyncGenerator[Event, None]:
-        """``part``'s answer as the final answer; a failure before its first token raises
-        ``_Failed`` (nothing of the answer was shown), after it is the answer's error."""
+        """``part``'s answer (or its replay from ``cache``) as the final answer; a failure
+        before its first token raises ``_Failed`` (nothing of the answer was shown), after
+        it is the answer's error."""
         started = time.perf_counter()
-        events = part.provider.stream(call)
+        events, cached = await opened(cache, part, call)
         usage: Usage | None = None
         reason: FinishReason = "stop"
         began = False
@@ -338,7 +408,7 @@ class PlanProvider:
                         usage = event
                     case Done(finish_reason=finish):
                         reason = finish
-                        outcome = "ok"
+                        outcome = "cached" if cached else "ok"
                         break
                     case ErrorEvent(error=error):
                         raise error
@@ -351,11 +421,20 @@ class PlanProvider:
         finally:
             await close(events)
             self._record(run, cost_of(role, part, started, usage, outcome=outcome))
-        if outcome != "ok":
+        if outcome == "error":
             if began:
                 raise UpstreamError(f"the {role} answer ended without finishing")
             raise _Failed(f"{role} ended without finishing")
-        yield run.usage(usage)
+        yield run.usage(None if cached else usage)
         if role == "synthesis":
             self._telemetry.plan_answer(self.plan, "planned", "")
         yield Done(reason)
+
+
+def attach_caches(
+    providers: Iterable[Provider], tiers: CacheTiers, models: Mapping[str, ModelRoute]
+) -> None:
+    """Give every plan among ``providers`` the exact tier for its calls."""
+    for provider in providers:
+        if isinstance(provider, PlanProvider):
+            provider.attach_cache(tiers, models)

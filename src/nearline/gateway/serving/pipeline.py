@@ -196,7 +196,8 @@ class ServingPipeline:
         if directive.only_if_cached:
             raise NotCached("no cache tier holds an answer to this request (only-if-cached)")
         provider = self._catalogue.provider_name(call)
-        events = self._observer.traced_call(self._infer(call), call, provider, parent)
+        answering_call = policy.carried(call, directive)  # a plan's calls follow it too
+        events = self._observer.traced_call(self._infer(answering_call), call, provider, parent)
         if directive.store and keys.any:
             events = recorded(events, self._tiers.storer(keys, candidate=near))
         if self._wants_progressive(call.request, route, progressive):
