@@ -261,17 +261,10 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.include_router(openai.router)
-    app.include_router(completions.router)
-    app.include_router(embeddings.router)
-    app.include_router(openai_responses.router)
-    app.include_router(messages.router)
-    app.include_router(health.router)
-    app.include_router(admin.router)
-    app.include_router(metrics.router)
-    app.include_router(ws.router)
-    app.include_router(pages.router)
-    app.include_router(dashboard.router)
+    for face in (openai, completions, embeddings, openai_responses, messages):  # the APIs
+        app.include_router(face.router)
+    for face in (health, admin, metrics, ws, pages, dashboard):
+        app.include_router(face.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
     # Outermost (added last): the drive-by guard, with CORS for allowed origins behind it.
     app.add_middleware(

@@ -196,6 +196,27 @@ def test_openai_client_on_an_anthropic_upstream(gateway: Any) -> None:
         f"{gateway.v1}/chat/completions", json={**body, "n": 2, "stream": False}, timeout=30
     )
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "n"
+    for extra, param in (
+        ({"logprobs": True}, "logprobs"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+    ):
+        ask = {**body, "stream": False, **extra}
+        ask["messages"] = [{"role": "user", "content": "Reply in json."}]
+        answer = httpx.post(f"{gateway.v1}/chat/completions", json=ask, timeout=30)
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == param
+    tools = [{"type": "function", "function": {"name": "get_weather", **_schema()}}]
+    called = httpx.post(
+        f"{gateway.v1}/chat/completions",
+        json={"model": "claude", "messages": ASK, "tools": tools},
+        timeout=30,
+    ).json()["choices"][0]
+    assert called["finish_reason"] == "tool_calls"
+    assert called["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def _schema() -> dict[str, Any]:
+    return {"parameters": WEATHER["input_schema"]}
 
 
 def test_payload_translation() -> None:
