@@ -1,14 +1,28 @@
 """What does the gateway add? Open-loop load through nearline vs straight to the upstream.
 
 Starts ``nearline mock-upstream`` and ``nearline serve`` (pointing at it) as separate
-processes, then for each rate and mode sends requests on a fixed schedule (open loop: a
-request starts on time whether or not earlier ones finished, so queueing shows up as
-latency) first straight to the mock, then through the gateway, phase by phase in one run.
-Latency is measured from the scheduled start to the last byte. Prints p50/p99 for both, the
-added latency, errors, and the gateway's CPU time and peak RSS.
+processes, then for each rate, cache setting and mode sends requests on a fixed schedule
+(open loop: a request starts on time whether or not earlier ones finished, so queueing shows
+up as latency) first straight to the mock, then through each gateway, phase by phase in one
+run. Latency is measured from the scheduled start to the last byte.
+
+**The figure is the gateway's CPU time per request**: the CPU seconds (user + system, read
+from ``/proc/<pid>/stat`` of the gateway and every process under it) spent during a phase,
+divided by the requests the phase sent. It holds on a machine shared with other work, where
+latency does not. Cache settings: ``off`` (both tiers off: every request is proxied), ``on``
+(exact and semantic tiers on, every prompt new: lookups miss, answers are stored) and
+``hit`` (the ``on`` gateway, the same request every time: the exact tier answers).
 
     .venv/bin/python benchmarks/gateway_overhead.py            # 100, 500, 1000 req/s, 5 s each
-    .venv/bin/python benchmarks/gateway_overhead.py --rates 500 --seconds 10
+    .venv/bin/python benchmarks/gateway_overhead.py --rates 300 --repeat 3 --cache off
+    .venv/bin/python benchmarks/gateway_overhead.py --rates 300 --variant base=/tmp/base/src
+    .venv/bin/python benchmarks/gateway_overhead.py --rates 300 --workers 1 2
+    .venv/bin/python benchmarks/gateway_overhead.py --rates 150 --profile /tmp/prof
+
+``--variant LABEL=SRC`` adds a gateway run from another source tree (``SRC`` goes first on
+``PYTHONPATH``: a ``git worktree`` of an earlier commit), measured beside this tree's in the
+same phases. ``--profile DIR`` samples this tree's gateway with py-spy during its phases
+and prints the share of CPU samples per layer.
 """
 
 from __future__ import annotations
@@ -16,34 +30,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
 
 from nearline.testing import free_port, wait_until_ready
 
-sys.path.insert(0, str(Path(__file__).parent))
-from workload import start_nearline
-
-BODY = {
-    "model": "mock",
-    "messages": [{"role": "user", "content": "What is the capital of France?"}],
-    "max_tokens": 8,
-}
+MODES = ("json", "stream")
+CACHES = ("off", "on", "hit")
 
 
 @dataclass
 class Phase:
-    target: str
-    rate: int
-    stream: bool
     latencies_ms: list[float]
     errors: int
+    sent: int
 
     def pct(self, q: float) -> float:
         if not self.latencies_ms:
@@ -52,14 +62,25 @@ class Phase:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run_phase(url: str, rate: int, seconds: float, stream: bool, target: str) -> Phase:
-    body = dict(BODY, stream=stream)
+def body_for(index: int, stream: bool, cache: str) -> dict[str, Any]:
+    # "hit" repeats one request (the exact tier answers); otherwise every prompt is new
+    question = "What is the capital of France?" if cache == "hit" else f"Question {index}: why?"
+    return {
+        "model": "mock",
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": 8,
+        "stream": stream,
+    }
+
+
+async def run_phase(url: str, rate: int, seconds: float, stream: bool, cache: str) -> Phase:
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=2000, force_close=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def one(scheduled: float) -> None:
+        async def one(scheduled: float, body: dict[str, Any]) -> None:
             nonlocal errors
             try:
                 async with session.post(f"{url}/v1/chat/completions", json=body) as response:
@@ -67,7 +88,7 @@ async def run_phase(url: str, rate: int, seconds: float, stream: bool, target: s
                     if response.status != 200:
                         errors += 1
                         return
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError):
                 errors += 1
                 return
             latencies.append((time.perf_counter() - scheduled) * 1000)
@@ -75,57 +96,83 @@ async def run_phase(url: str, rate: int, seconds: float, stream: bool, target: s
         total = int(rate * seconds)
         start = time.perf_counter() + 0.05
         tasks = []
+        offset = int(time.time() * 1000) * 10_000  # new prompts in every phase
         for index in range(total):
             scheduled = start + index / rate
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(scheduled)))
+            body = body_for(offset + index, stream, cache)
+            tasks.append(asyncio.create_task(one(scheduled, body)))
         await asyncio.gather(*tasks)
-    return Phase(target, rate, stream, latencies, errors)
+    return Phase(latencies, errors, total)
 
 
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and every process under it (uvicorn's workers)."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        for task in Path(f"/proc/{pids[index]}/task").glob("*/children"):
+            try:
+                pids.extend(int(child) for child in task.read_text().split())
+            except OSError:
+                continue
+        index += 1
+    return pids
 
 
-def proc_peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def tree_cpu_s(pid: int) -> float:
+    total = 0
+    for each in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rates", type=int, nargs="+", default=[100, 500, 1000])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--ttft-ms", type=float, default=20.0)
-    args = parser.parse_args()
+def tree_rss_mb(pid: int) -> float:
+    total = 0
+    for each in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
 
-    mock_port, gateway_port = free_port(), free_port()
-    mock = start_nearline(
-        [
-            "mock-upstream",
-            "--port",
-            str(mock_port),
-            "--ttft-ms",
-            str(args.ttft_ms),
-            "--tokens-per-s",
-            "2000",
-            "--tokens",
-            "8",
-        ]
+
+@dataclass
+class Gateway:
+    label: str
+    cache: str  # "off" or "on"
+    process: subprocess.Popen[bytes]
+    url: str
+
+
+def start_process(args: list[str], src: str | None = None) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "nearline", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
-    config = Path(tempfile.mkdtemp()) / "nearline.yaml"
+
+
+def gateway_config(folder: Path, name: str, mock_port: int, cache: str) -> Path:
+    on = cache == "on"
+    config = folder / f"nearline-{name}.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "server": {"log_level": "warning"},
-                # every request must reach the upstream
-                "cache": {"exact": {"enabled": False}, "semantic": {"enabled": False}},
-                "request_log": {"sqlite_path": str(config.parent / "requests.sqlite")},
+                "cache": {"exact": {"enabled": on}, "semantic": {"enabled": on}},
+                "request_log": {"sqlite_path": str(folder / f"requests-{name}.sqlite")},
                 "providers": {
                     "mock": {
                         "base_url": f"http://127.0.0.1:{mock_port}/v1",
@@ -136,45 +183,226 @@ async def main() -> None:
             }
         )
     )
-    gateway = start_nearline(["serve", "--config", str(config), "--port", str(gateway_port)])
+    return config
+
+
+@dataclass
+class Row:
+    rate: int
+    cache: str
+    mode: str
+    direct: list[Phase] = field(default_factory=list)
+    via: dict[str, list[Phase]] = field(default_factory=lambda: defaultdict(list))
+    cpu_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    cpu_share: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def print_rows(rows: list[Row], labels: list[str], rss: dict[tuple[str, str], float]) -> None:
+    print(
+        "| rate | cache | mode | gateway | CPU ms/request (median; each run) | gateway CPU "
+        "| direct p50 | direct p99 | via p50 | via p99 | added p50 | added p99 "
+        "| errors direct/via | peak RSS |"
+    )
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        d50 = median([p.pct(0.5) for p in row.direct])
+        d99 = median([p.pct(0.99) for p in row.direct])
+        for label in labels:
+            phases = row.via[label]
+            v50, v99 = median([p.pct(0.5) for p in phases]), median([p.pct(0.99) for p in phases])
+            runs = ", ".join(f"{v:.2f}" for v in row.cpu_ms[label])
+            print(
+                f"| {row.rate}/s | {row.cache} | {row.mode} | {label} "
+                f"| **{median(row.cpu_ms[label]):.2f}** ({runs}) "
+                f"| {median(row.cpu_share[label]) * 100:.0f}% "
+                f"| {d50:.1f} | {d99:.1f} | {v50:.1f} | {v99:.1f} "
+                f"| {v50 - d50:+.1f} | {v99 - d99:+.1f} "
+                f"| {sum(p.errors for p in row.direct)}/{sum(p.errors for p in phases)} "
+                f"| {rss.get((label, 'on' if row.cache == 'hit' else row.cache), 0):.0f} MB |",
+                flush=True,
+            )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rates", type=int, nargs="+", default=[100, 500, 1000])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--ttft-ms", type=float, default=20.0)
+    parser.add_argument("--cache", nargs="+", choices=CACHES, default=list(CACHES))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every phase (medians)")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=SRC")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="serve --workers")
+    parser.add_argument("--no-direct", action="store_true", help="skip the direct phases")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp())
+    mock_port = free_port()
+    mock = start_process(
+        [
+            *("mock-upstream", "--port", str(mock_port), "--ttft-ms", str(args.ttft_ms)),
+            *("--tokens-per-s", "2000", "--tokens", "8"),
+        ]
+    )
+    sources: list[tuple[str, str | None, int]] = [
+        (f"this tree{'' if n == 1 else f' workers={n}'}", None, n) for n in args.workers
+    ]
+    for spec in args.variant:
+        label, _, src = spec.partition("=")
+        sources.append((label, src, 1))
+    caches = sorted({"on" if c == "hit" else "off" for c in args.cache})
+    gateways: list[Gateway] = []
     try:
-        mock_url = f"http://127.0.0.1:{mock_port}"
-        gateway_url = f"http://127.0.0.1:{gateway_port}"
-        wait_until_ready(mock_url, path="/v1/models")
-        wait_until_ready(gateway_url)
-        for url in (mock_url, gateway_url):  # warm connections and code paths
-            await run_phase(url, 50, 1, False, "warm-up")
-        print(
-            f"# {time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} cores | load "
-            f"{os.getloadavg()[0]:.2f} | mock ttft {args.ttft_ms:.0f} ms, 8 tokens at 2000/s | "
-            f"{args.seconds:.0f} s per phase"
-        )
-        print(
-            "| rate | mode | direct p50 | direct p99 | via nearline p50 | via nearline p99 "
-            "| added p50 | added p99 | errors direct/nearline | gateway CPU | gateway peak RSS |"
-        )
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for rate in args.rates:
-            for stream in (False, True):
-                direct = await run_phase(mock_url, rate, args.seconds, stream, "direct")
-                cpu_before = proc_cpu_s(gateway.pid)
-                began = time.perf_counter()
-                via = await run_phase(gateway_url, rate, args.seconds, stream, "nearline")
-                cpu = (proc_cpu_s(gateway.pid) - cpu_before) / (time.perf_counter() - began)
-                print(
-                    f"| {rate}/s | {'stream' if stream else 'json'} "
-                    f"| {direct.pct(0.5):.1f} | {direct.pct(0.99):.1f} "
-                    f"| {via.pct(0.5):.1f} | {via.pct(0.99):.1f} "
-                    f"| {via.pct(0.5) - direct.pct(0.5):+.1f} "
-                    f"| {via.pct(0.99) - direct.pct(0.99):+.1f} "
-                    f"| {direct.errors}/{via.errors} | {cpu * 100:.0f}% "
-                    f"| {proc_peak_rss_mb(gateway.pid):.0f} MB |",
-                    flush=True,
+        for label, src, workers in sources:
+            for cache in caches:
+                port = free_port()
+                name = f"{len(gateways)}-{cache}"
+                serve = ["serve", "--config", str(gateway_config(folder, name, mock_port, cache))]
+                serve += ["--port", str(port)] + (
+                    ["--workers", str(workers)] if workers > 1 else []
                 )
+                gateways.append(
+                    Gateway(label, cache, start_process(serve, src), f"http://127.0.0.1:{port}")
+                )
+        mock_url = f"http://127.0.0.1:{mock_port}"
+        wait_until_ready(mock_url, path="/v1/models")
+        for gateway in gateways:
+            wait_until_ready(gateway.url, timeout_s=120)
+        for url in [mock_url] + [g.url for g in gateways]:  # warm connections and code paths
+            for mode in MODES:
+                await run_phase(url, 50, 1, mode == "stream", "hit")
+        labels = [label for label, _, _ in sources]
+        print(
+            f"# {time.strftime('%Y-%m-%d %H:%M %Z')} | {os.cpu_count()} cores | load "
+            f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} | mock "
+            f"ttft {args.ttft_ms:.0f} ms, 8 tokens at 2000/s | {args.seconds:.0f} s per phase "
+            f"x {args.repeat} run(s) | gateways: {', '.join(labels)}",
+            flush=True,
+        )
+        rows = [
+            Row(rate, cache, mode)
+            for rate in args.rates
+            for cache in args.cache
+            for mode in args.modes
+        ]
+        profiler = Profiler(args.profile) if args.profile else None
+        for _ in range(args.repeat):
+            for row in rows:
+                stream = row.mode == "stream"
+                if not args.no_direct:
+                    row.direct.append(
+                        await run_phase(mock_url, row.rate, args.seconds, stream, row.cache)
+                    )
+                wanted = "on" if row.cache == "hit" else row.cache
+                for gateway in [g for g in gateways if g.cache == wanted]:
+                    sampling = (
+                        profiler.start(gateway, row)
+                        if profiler and gateway is gateways[0]
+                        else None
+                    )
+                    before, began = tree_cpu_s(gateway.process.pid), time.perf_counter()
+                    phase = await run_phase(gateway.url, row.rate, args.seconds, stream, row.cache)
+                    cpu = tree_cpu_s(gateway.process.pid) - before
+                    elapsed = time.perf_counter() - began
+                    if sampling is not None:
+                        Profiler.stop(sampling)
+                    row.via[gateway.label].append(phase)
+                    row.cpu_ms[gateway.label].append(cpu / phase.sent * 1000)
+                    row.cpu_share[gateway.label].append(cpu / elapsed)
+        rss = {(g.label, g.cache): tree_rss_mb(g.process.pid) for g in gateways}
+        print(f"# load at the end {os.getloadavg()[0]:.2f}")
+        print_rows(rows, labels, rss)
+        if profiler is not None:
+            profiler.report()
     finally:
-        for process in (gateway, mock):
+        for process in [g.process for g in gateways] + [mock]:
             process.terminate()
-            process.wait(timeout=20)
+        for process in [g.process for g in gateways] + [mock]:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+# --- the profile: py-spy samples grouped by layer ----------------------------------------
+
+# The innermost frame whose file matches names the layer a sample is charged to (the
+# standard library and C code it calls are charged to the layer that called them).
+LAYERS = (
+    ("nearline/gateway/providers/", "upstream client: nearline (SSE parse, payload)"),
+    ("aiohttp/", "upstream client: aiohttp"),
+    ("nearline/gateway/serving/sse.py", "SSE frames / JSON body (sse.py)"),
+    ("nearline/gateway/telemetry/", "telemetry: metrics, request log (nearline)"),
+    ("prometheus_client/", "telemetry: prometheus_client"),
+    ("opentelemetry/", "telemetry: opentelemetry"),
+    ("nearline/gateway/limits/", "limits (governor)"),
+    ("nearline/gateway/serving/", "service + pipeline + catalogue"),
+    ("nearline/gateway/cache/", "cache tiers"),
+    ("nearline/gateway/routing/", "routing"),
+    ("nearline/embed/", "embedding (semantic tier)"),
+    ("onnxruntime/", "embedding (semantic tier)"),
+    ("nearline/gateway/api/", "routes + middlewares (nearline)"),
+    ("nearline/core/", "core (request model, events, errors)"),
+    ("pydantic", "pydantic validation / dump"),
+    ("fastapi/", "FastAPI"),
+    ("starlette/", "Starlette"),
+    ("uvicorn/", "uvicorn (HTTP server, socket writes)"),
+    ("asyncio/", "event loop (asyncio/uvloop)"),
+    ("uvloop/", "event loop (asyncio/uvloop)"),
+)
+
+
+class Profiler:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.files: dict[str, list[Path]] = defaultdict(list)
+
+    def start(self, gateway: Gateway, row: Row) -> tuple[subprocess.Popen[bytes], str]:
+        key = f"{row.cache}-{row.mode}-{row.rate}"
+        path = self.folder / f"{key}-{len(self.files[key])}.txt"
+        self.files[key].append(path)
+        spy = Path(sys.executable).parent / "py-spy"
+        command = [str(spy), "record", "--pid", str(gateway.process.pid), "--rate", "250"]
+        command += ["--format", "raw", "--output", str(path), "--nonblocking"]
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), key
+
+    @staticmethod
+    def stop(sampling: tuple[subprocess.Popen[bytes], str]) -> None:
+        process, _ = sampling
+        process.send_signal(2)  # py-spy writes its output on SIGINT
+        process.wait(timeout=30)
+
+    def report(self) -> None:
+        for key, paths in self.files.items():
+            shares: dict[str, int] = defaultdict(int)
+            total = 0
+            for path in paths:
+                if not path.exists():
+                    continue
+                for line in path.read_text().splitlines():
+                    stack, _, samples = line.rpartition(" ")
+                    if not samples.isdigit():
+                        continue
+                    total += int(samples)
+                    shares[layer_of(stack)] += int(samples)
+            print(f"\n# profile {key}: {total} samples (py-spy, 250/s, active threads)")
+            print("| layer | share of CPU samples |\n|---|---:|")
+            for layer, count in sorted(shares.items(), key=lambda item: -item[1]):
+                print(f"| {layer} | {count / max(total, 1) * 100:.1f}% |")
+
+
+def layer_of(stack: str) -> str:
+    for frame in reversed(stack.split(";")):
+        for needle, layer in LAYERS:
+            if needle in frame:
+                return layer
+    return "other (threads, start-up, stdlib)"
 
 
 if __name__ == "__main__":
