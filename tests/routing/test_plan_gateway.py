@@ -152,8 +152,12 @@ def test_the_plan_streams_first_then_each_step_then_the_answer(make_gateway, tmp
     assert gateway.metric("nearline_plan_calls_total", plan="deep", role="step", outcome="ok") == 6
     assert gateway.metric("nearline_plan_cost_usd_total", plan="deep", role="plan") > 0
     gateway.stop()
-    costs = sqlite3.connect(db).execute(f"SELECT cost_usd FROM {TABLE} ORDER BY ts").fetchall()
-    assert costs[0][0] == pytest.approx(usage["nearline"]["cost_usd"])
+    rows = (
+        sqlite3.connect(db).execute(f"SELECT cost_usd, calls FROM {TABLE} ORDER BY ts").fetchall()
+    )
+    assert rows[0][0] == pytest.approx(usage["nearline"]["cost_usd"])
+    assert orjson.loads(rows[0][1]) == calls  # each call's figures, as the usage gave them
+    assert rows[-1][1] is None  # the exact tier's replay: one answer, no calls
 
 
 def test_parallel_steps_and_a_synthesised_answer_over_websocket(make_gateway):

@@ -7,19 +7,28 @@ import asyncio
 import sqlite3
 import time
 import uuid
+from dataclasses import astuple, replace
 from pathlib import Path
 
 import psycopg
+import pytest
 
+from nearline.core.events import CallCost
 from nearline.gateway.telemetry.requestlog import (
+    _SQL_TYPES,
+    ADDED_COLUMNS,
+    COLUMNS,
     TABLE,
     PostgresSink,
     RequestLog,
     RequestRecord,
     SqliteSink,
+    calls_json,
 )
+from nearline.insights.requestlog import LoggedCall, LogLocation, logged_calls, read_rows
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+TEST_DSN = "postgresql://127.0.0.1:5432/test"
 
 
 def _record(tenant: str, ts: float | None = None) -> RequestRecord:
@@ -122,3 +131,78 @@ async def test_logging_goes_on_while_the_database_is_stuck(tmp_path: Path):
     gate.set()
     await log.aclose()
     assert log.written == 101
+
+
+# --- issue 19 point 4: a plan's calls, one by one, in the ``calls`` column -------------------
+
+PLAN_CALLS = (
+    CallCost("plan", "frontier", 0.05, 0.0006, prompt_tokens=40, completion_tokens=18),
+    CallCost("step", "light", 0.02, 0.00001, prompt_tokens=60, completion_tokens=12, step=1),
+    CallCost("step", "light", 0.0, 0.0, step=2, outcome="cancelled"),
+)
+OLD_TABLE = (  # the table as the first version created it: no ``calls``
+    f"CREATE TABLE {TABLE} ("
+    + ", ".join(f"{name} {_SQL_TYPES[name]}" for name in COLUMNS if name not in ADDED_COLUMNS)
+    + ")"
+)
+
+
+def _planned(tenant: str) -> RequestRecord:
+    return replace(_record(tenant), cost_usd=0.00061, calls=calls_json(PLAN_CALLS))
+
+
+def _check_read_back(rows: list[RequestRecord], tenant: str) -> None:
+    old, new = [row for row in rows if row.tenant == tenant]
+    assert old.calls is None and logged_calls(old) == ()
+    calls = logged_calls(new)
+    assert [(c.role, c.tier, c.step, c.outcome) for c in calls] == [
+        ("plan", "frontier", None, "ok"),
+        ("step", "light", 1, "ok"),
+        ("step", "light", 2, "cancelled"),
+    ]
+    assert calls[0] == LoggedCall("plan", "frontier", None, "ok", 50.0, 0.0006, 40, 18)
+    assert sum(c.cost_usd for c in calls) == pytest.approx(new.cost_usd)
+
+
+async def test_an_old_sqlite_log_gains_the_calls_column(tmp_path: Path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(OLD_TABLE)
+        old = _record("t")
+        db.execute(
+            f"INSERT INTO {TABLE} VALUES ({', '.join('?' for _ in COLUMNS[:-1])})",
+            astuple(old)[:-1],
+        )
+    before = read_rows(LogLocation(sqlite_path=path))  # not migrated yet: read all the same
+    assert [row.calls for row in before] == [None]
+    log = RequestLog(SqliteSink(path), buffer_rows=10)
+    await log.start()  # adds the column
+    log.record(_planned("t"))
+    await log.aclose()
+    _check_read_back(read_rows(LogLocation(sqlite_path=path)), "t")
+
+
+async def test_an_old_postgres_table_gains_the_calls_column():
+    schema = f"nl_{uuid.uuid4().hex[:12]}"
+    dsn = f"postgresql://127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    async with await psycopg.AsyncConnection.connect(TEST_DSN, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as db:
+                await db.execute(OLD_TABLE)
+                placeholders = ", ".join("%s" for _ in COLUMNS[:-1])
+                await db.execute(
+                    f"INSERT INTO {TABLE} VALUES ({placeholders})", astuple(_record("t"))[:-1]
+                )
+            assert [row.calls for row in read_rows(LogLocation(postgres_dsn=dsn))] == [None]
+            for _ in range(2):  # a second replica's open finds the column there
+                log = RequestLog(PostgresSink(dsn), buffer_rows=10)
+                await log.start()
+                await log.aclose()
+            log = RequestLog(PostgresSink(dsn), buffer_rows=10)
+            await log.start()
+            log.record(_planned("t"))
+            await log.aclose()
+            _check_read_back(read_rows(LogLocation(postgres_dsn=dsn)), "t")
+        finally:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -81,7 +81,7 @@ class CallCost:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     step: int | None = None  # the step's number (role "step")
-    outcome: str = "ok"  # ok, error, timeout, cancelled
+    outcome: str = "ok"  # ok, cached (replayed from the exact tier), error, timeout, cancelled
 
 
 @dataclass(frozen=True, slots=True)

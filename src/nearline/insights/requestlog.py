@@ -6,19 +6,24 @@ ordinary connection. Reading happens in the CLIs, never in the gateway.
 
 What answered a request is a ``nearline.core.source.Source``; ``served_from_store`` is the one
 test of whether an answer came from a stored one rather than being computed for the request.
+A column the log does not have yet (a log written before it was added, read without the
+gateway migrating it) reads as its default; ``logged_calls`` parses the ``calls`` column (a
+plan's calls, one by one).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+import orjson
 
 from nearline.core.errors import CommandError
 from nearline.core.extras import missing_extra
 from nearline.core.source import CACHED
-from nearline.gateway.telemetry.requestlog import COLUMNS, TABLE, RequestRecord
+from nearline.gateway.telemetry.requestlog import ADDED_COLUMNS, COLUMNS, TABLE, RequestRecord
 
 # The gateway writes only ``Source`` values. Logs from elsewhere, such as a JSONL file written
 # by another system for ``nearline advise``, spell a stored answer their own way; these
@@ -33,6 +38,42 @@ def served_from_store(source: str) -> bool:
     """Answered from a stored answer (a cache tier, or a store named in a foreign log) rather
     than computed for this request."""
     return source in CACHED or source in FOREIGN_STORE_SOURCES
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedCall:
+    """One call of an answer made of several (a plan's planner, steps, synthesis, fallback),
+    as the ``calls`` column holds it."""
+
+    role: str  # plan, step, synthesis, fallback
+    tier: str
+    step: int | None
+    outcome: str  # ok, cached, error, timeout, cancelled
+    latency_ms: float
+    cost_usd: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+_CALL_FIELDS = frozenset(f.name for f in fields(LoggedCall))
+
+
+def logged_calls(row: RequestRecord) -> tuple[LoggedCall, ...]:
+    """The row's calls (empty for an answer of one call); entries not understood are left
+    out, so a newer log's extra fields do not break an older reader."""
+    if not row.calls:
+        return ()
+    try:
+        items = orjson.loads(row.calls)
+    except orjson.JSONDecodeError:
+        return ()
+    calls = []
+    for item in items if isinstance(items, list) else ():
+        try:
+            calls.append(LoggedCall(**{k: v for k, v in item.items() if k in _CALL_FIELDS}))
+        except (AttributeError, TypeError):
+            continue
+    return tuple(calls)
 
 
 class RequestLogError(CommandError):
@@ -66,7 +107,7 @@ def read_rows(location: LogLocation, where: LogFilter | None = None) -> list[Req
     return _read_sqlite(location.sqlite_path, where)
 
 
-def _select(where: LogFilter, placeholder: str) -> tuple[str, list[object]]:
+def _select(where: LogFilter, placeholder: str, columns: Sequence[str]) -> tuple[str, list[object]]:
     conditions: list[str] = []
     values: list[object] = []
     if where.since_ts is not None:
@@ -76,17 +117,25 @@ def _select(where: LogFilter, placeholder: str) -> tuple[str, list[object]]:
         conditions.append(f"tenant = {placeholder}")
         values.append(where.tenant)
     clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    return f"SELECT {', '.join(COLUMNS)} FROM {TABLE}{clause} ORDER BY ts", values
+    return f"SELECT {', '.join(columns)} FROM {TABLE}{clause} ORDER BY ts", values
+
+
+def _present(names: Sequence[object]) -> list[str]:
+    """The row's columns this log has (every one but those added later may be missing)."""
+    have = {str(name) for name in names}
+    return [name for name in COLUMNS if name in have or name not in ADDED_COLUMNS]
 
 
 def _read_sqlite(path: Path, where: LogFilter) -> list[RequestRecord]:
     if not path.is_file():
         raise RequestLogError(f"{path}: no such request log (is request_log.sqlite_path right?)")
-    statement, values = _select(where, "?")
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            return _records(db.execute(statement, values).fetchall())
+            info = db.execute(f"PRAGMA table_info({TABLE})").fetchall()
+            columns = _present([column[1] for column in info])
+            statement, values = _select(where, "?", columns)
+            return _records(db.execute(statement, values).fetchall(), columns)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -98,17 +147,23 @@ def _read_postgres(dsn: str, where: LogFilter) -> list[RequestRecord]:
         import psycopg
     except ModuleNotFoundError as exc:
         raise missing_extra("postgres", "reading the PostgreSQL request log", exc) from exc
-    statement, values = _select(where, "%s")
     try:
         with psycopg.connect(dsn) as db:
-            return _records(db.execute(statement, values).fetchall())
+            names = db.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = %s AND table_schema = current_schema()",
+                (TABLE,),
+            ).fetchall()
+            columns = _present([name[0] for name in names])
+            statement, values = _select(where, "%s", columns)
+            return _records(db.execute(statement, values).fetchall(), columns)
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split())  # libpq's messages span lines: one line here
         raise RequestLogError(f"{_without_password(dsn)}: {reason}".strip()) from exc
 
 
-def _records(rows: Sequence[Sequence[object]]) -> list[RequestRecord]:
-    return [_record(dict(zip(COLUMNS, row, strict=True))) for row in rows]
+def _records(rows: Sequence[Sequence[object]], columns: Sequence[str]) -> list[RequestRecord]:
+    return [_record(dict(zip(columns, row, strict=True))) for row in rows]
 
 
 def _record(values: dict[str, object]) -> RequestRecord:

@@ -22,7 +22,7 @@ from nearline.core.price import Price
 from nearline.core.provider import ProviderCall
 from nearline.core.source import Source
 from nearline.gateway.telemetry.metrics import GatewayMetrics
-from nearline.gateway.telemetry.requestlog import RequestLog, RequestRecord
+from nearline.gateway.telemetry.requestlog import RequestLog, RequestRecord, calls_json
 from nearline.gateway.telemetry.tracing import genai_request_attributes, traced
 
 
@@ -298,6 +298,7 @@ class AnswerObserver:
             cost_usd=cost,
             input=self._redact(orjson.dumps(messages).decode()),
             output=self._redact(outcome.text),
+            calls=calls_json(outcome.usage.calls),  # a plan's calls, one by one
         )
 
 

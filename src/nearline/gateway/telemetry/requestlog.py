@@ -5,6 +5,9 @@ task drains in batches to SQLite (the embedded default, in a thread) or PostgreS
 replicas). When the buffer is full the row is dropped and counted — a request is never
 slowed or refused because of logging. Redaction happens before a row is buffered;
 retention deletes old rows at start and then hourly.
+
+Columns added after the table's first version (``ADDED_COLUMNS``) are added to an existing
+table when a sink opens it (``ALTER TABLE ... ADD COLUMN``), so an old log keeps working.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import orjson
+
+from nearline.core.events import CallCost
 from nearline.core.extras import missing_extra
 
 if TYPE_CHECKING:
@@ -49,6 +55,9 @@ class RequestRecord:
     cost_usd: float | None
     input: str  # the messages as JSON (redacted)
     output: str  # the answer text (redacted)
+    # An answer made of several calls (a plan): each call's figures as a JSON array
+    # (``calls_json``); None for an answer of one call.
+    calls: str | None = None
 
 
 COLUMNS = tuple(f.name for f in fields(RequestRecord))
@@ -73,7 +82,9 @@ _SQL_TYPES = {
     "cost_usd": "DOUBLE PRECISION",
     "input": "TEXT NOT NULL",
     "output": "TEXT NOT NULL",
+    "calls": "TEXT",
 }
+ADDED_COLUMNS = ("calls",)  # since the first version: added to an existing table on open
 TABLE = "nearline_requests"
 CREATE_TABLE = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} ("
@@ -81,6 +92,33 @@ CREATE_TABLE = (
     + ")"
 )
 CREATE_INDEX = f"CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts)"
+
+
+def add_column(name: str, *, if_not_exists: bool = False) -> str:
+    guard = "IF NOT EXISTS " if if_not_exists else ""
+    return f"ALTER TABLE {TABLE} ADD COLUMN {guard}{name} {_SQL_TYPES[name]}"
+
+
+def calls_json(calls: Sequence[CallCost]) -> str | None:
+    """Each call's figures (role, tier, step, outcome, latency, cost, tokens) as the
+    ``calls`` column holds them: the fields of the usage extension's ``calls``."""
+    if not calls:
+        return None
+    return orjson.dumps(
+        [
+            {
+                "role": c.role,
+                "tier": c.tier,
+                "step": c.step,
+                "outcome": c.outcome,
+                "latency_ms": round(c.latency_s * 1000, 3),
+                "cost_usd": c.cost_usd,
+                "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens,
+            }
+            for c in calls
+        ]
+    ).decode()
 
 
 class Redactor:
@@ -127,6 +165,10 @@ class SqliteSink:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(CREATE_TABLE)
             db.execute(CREATE_INDEX)
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")}
+            for name in ADDED_COLUMNS:
+                if name not in present:
+                    db.execute(add_column(name))
             db.commit()
             return db
 
@@ -176,6 +218,8 @@ class PostgresSink:
         self._db = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
         await self._db.execute(CREATE_TABLE)
         await self._db.execute(CREATE_INDEX)
+        for name in ADDED_COLUMNS:
+            await self._db.execute(add_column(name, if_not_exists=True))  # replicas race safely
 
     async def write(self, rows: list[RequestRecord]) -> None:
         assert self._db is not None
