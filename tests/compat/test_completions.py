@@ -100,3 +100,43 @@ def test_local_model(gateway: Any) -> None:
         )
     )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == completion.choices[0].text
+
+
+DEEP: dict[str, Any] = {}
+_node = DEEP
+for _ in range(300):
+    _node["x"] = {}
+    _node = _node["x"]
+MALFORMED: list[tuple[str, Any]] = [
+    ("completions", []),
+    ("completions", {"model": "m"}),
+    ("completions", {"model": "m", "prompt": 5}),
+    ("completions", {"model": "m", "prompt": "x", "n": "2"}),
+    ("embeddings", {"model": "all-MiniLM-L6-v2", "input": [None]}),
+    ("embeddings", {"model": "all-MiniLM-L6-v2", "input": [[]]}),
+    ("embeddings", {"model": "all-MiniLM-L6-v2", "input": ["x"] * 3000}),
+    ("responses", {"model": "m", "input": [{"type": "function_call"}]}),
+    ("responses", {"model": "m", "input": [{"type": "nope"}]}),
+    ("responses", {"model": "m", "input": [{"role": "tool", "content": "x"}]}),
+    ("responses", {"model": "m", "input": "x", "tool_choice": {"type": "function"}}),
+    ("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": "user"}]}),
+    ("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{}]}]}),
+    ("messages", {"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+    ("messages/count_tokens", {"model": "m", "messages": [], "tools": [{"name": "t"}]}),
+    (
+        "messages/count_tokens",
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"name": "t", "input_schema": DEEP}],
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), MALFORMED)
+def test_malformed_bodies_are_400s_on_every_new_endpoint(
+    gateway: Any, path: str, body: Any
+) -> None:
+    response = httpx.post(f"{gateway.v1}/{path}", json=body, timeout=30)
+    assert response.status_code == 400, response.text

@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nearline.core.errors import InvalidRequest
-from nearline.core.request import ChatRequest
+from nearline.core.request import ChatRequest, check_bounds
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -27,6 +27,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    check_bounds(payload)  # as a chat body is bounded: depth, lengths, size
     return payload
 
 
