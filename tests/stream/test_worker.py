@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 pytestmark = [
     pytest.mark.timeout(30),
+    pytest.mark.usefixtures("quick_worker_polls"),
     pytest.mark.parametrize("broker_kind", ["memory", "redis", "rabbitmq", "kafka"], indirect=True),
 ]
 
@@ -169,8 +170,9 @@ async def test_a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_succee
 
     async with running(worker):
         ids = await broker.publish(source, [Message({"n": n, "poison": n == 4}) for n in range(10)])
-        got = await count_results(broker, results, "check", 9)
-        dead_letters = await count_results(broker, dead, "check", 1)
+        got, dead_letters = await asyncio.gather(  # both streams watched for duplicates at once
+            count_results(broker, results, "check", 9), count_results(broker, dead, "check", 1)
+        )
 
     assert sorted(e.data["n"] for e in got) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
     assert len(dead_letters) == 1
@@ -220,8 +222,11 @@ async def test_a_result_written_before_a_crash_is_not_written_again(
     assert sum(len(b) for b in handler.batches) == 8  # it really did all of them again
     assert all(e.deliveries == 2 for batch in handler.batches for e in batch)
     checker = broker.consumer(results, "check", "checker")
-    assert await checker.read(10, block_ms=500) == []  # and wrote nothing new
-    everything = [e.data["source_id"] for e in await all_entries(broker, results)]
+    new, entries = await asyncio.gather(  # both look for a duplicate over the same time
+        checker.read(10, block_ms=500), all_entries(broker, results)
+    )
+    assert new == []  # and wrote nothing new
+    everything = [e.data["source_id"] for e in entries]
     assert sorted(everything) == sorted(ids)
 
 
@@ -347,8 +352,9 @@ async def test_an_undecodable_entry_is_dead_lettered_and_the_rest_go_on(
 
     with caplog.at_level(logging.WARNING, logger="nearline.worker"):
         async with running(worker):
-            got = await count_results(broker, results, "check", 6)
-            letters = await count_results(broker, dead, "check", 1)
+            got, letters = await asyncio.gather(
+                count_results(broker, results, "check", 6), count_results(broker, dead, "check", 1)
+            )
 
             async def settled() -> bool:
                 info = await broker.group_info(source, "p")
@@ -388,8 +394,9 @@ async def test_a_result_that_is_not_a_json_mapping_is_dead_lettered_and_the_rest
     with caplog.at_level(logging.WARNING, logger="nearline.worker"):
         async with running(worker):
             ids = await publish_numbers(broker, source, range(10))
-            got = await count_results(broker, results, "check", 8)
-            letters = await count_results(broker, dead, "check", 2)
+            got, letters = await asyncio.gather(
+                count_results(broker, results, "check", 8), count_results(broker, dead, "check", 2)
+            )
 
     assert sorted(e.data["n"] for e in got) == [0, 1, 2, 4, 6, 7, 8, 9]
     by_source = {letter.data["source_id"]: letter.data for letter in letters}
@@ -479,8 +486,9 @@ async def test_a_batch_past_its_deadline_is_split_and_only_the_culprit_is_dead_l
     try:
         async with running(worker):
             ids = await publish_numbers(broker, source, range(6))
-            got = await count_results(broker, results, "check", 5)
-            letters = await count_results(broker, dead, "check", 1)
+            got, letters = await asyncio.gather(
+                count_results(broker, results, "check", 5), count_results(broker, dead, "check", 1)
+            )
     finally:
         release.set()
 
