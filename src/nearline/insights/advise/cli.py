@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nearline.config import SemanticCacheSettings
+from nearline.config import SemanticCacheSettings, load_settings
 from nearline.core.errors import CommandError
 from nearline.embed import Embedder, EmbedderLoadError, load_embedder
 from nearline.insights.advise.advisor import Advice, advise
@@ -95,6 +95,13 @@ def add_commands(commands: Any) -> None:
         metavar="NAME=VALUE",
         help=f"override a price ({', '.join(Prices.model_fields)})",
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the gateway's settings: its plan models (provider plan:NAME) are plan-and-execute "
+        "candidates even where the log's rows do not carry their calls",
+    )
     parser.add_argument("--json", action="store_true", help="the same as --format json")
     parser.set_defaults(run=run)
 
@@ -117,9 +124,18 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.similarity,
             warm_file=args.warm_file,
             warm_top=args.warm_top,
+            plan_models=_plan_models(args.config),
         )
     _print(advice, "json" if args.json else args.format)
     return 0
+
+
+def _plan_models(config: Path | None) -> frozenset[str]:
+    """The catalogue models of ``config`` that are plans."""
+    if config is None:
+        return frozenset()
+    models = load_settings(config).models
+    return frozenset(name for name, route in models.items() if route.provider.startswith("plan:"))
 
 
 def _print(advice: Advice, output: str) -> None:

@@ -3,7 +3,7 @@ and each path's mitigations replayed offline (``whatif.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +33,7 @@ def with_log_insights(
     warm_file: Path | None = None,
     warm_top: int = WARM_TOP,
     prefetch: PrefetchSettings | None = None,
+    plan_models: Collection[str] = (),
 ) -> Advice:
     prefetch = prefetch or PrefetchSettings()
     clusterings: dict[str, Clustering] = {}
@@ -51,6 +52,7 @@ def with_log_insights(
                 clustering=clusterings.get(path.path.name),
                 measurements=measurements,
                 prefetch=prefetch,
+                plan_models=plan_models,
             ),
         )
         for path in advice.paths

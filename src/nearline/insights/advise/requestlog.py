@@ -26,8 +26,10 @@ from nearline.insights.advise.profile import describe
 from nearline.insights.advise.stats import Interval, percentile, poisson_rate, wilson
 from nearline.insights.requestlog import (
     LogFilter,
+    LoggedCall,
     LogLocation,
     RequestLogError,
+    logged_calls,
     read_rows,
     served_from_store,
 )
@@ -52,11 +54,17 @@ class RequestLogRecord:
     tenant: str = ""  # whose traffic (caches and sessions are per tenant)
     model: str = ""  # the model the request named (the warm file's "model")
     input: str = ""  # the messages as JSON, when the log stores content
+    calls: tuple[LoggedCall, ...] = ()  # an answer of several calls (a plan): each one
 
     @property
     def served_from_store(self) -> bool:
         """Answered from a cache or a precomputed store rather than computed now."""
         return served_from_store(self.source)
+
+    @property
+    def planned(self) -> bool:
+        """Answered by a plan (its calls include a planner's)."""
+        return any(call.role == "plan" for call in self.calls)
 
 
 class RequestLogReader(Protocol):
@@ -83,6 +91,7 @@ def as_advise_record(row: RequestRecord) -> RequestLogRecord:
         tenant=row.tenant,
         model=row.model,
         input=row.input,
+        calls=logged_calls(row),
     )
 
 

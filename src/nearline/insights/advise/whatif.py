@@ -15,6 +15,12 @@ Requests are replayed in arrival order; each keeps its measured time to first us
 * **cheaper tier**: computed requests at the profile's ``cheaper_tier`` price and latency, or
   at a cheaper model's measured cost and TTFU on the same route in the log (quantile mapped).
   Answer quality is not measured here.
+* **plan-and-execute**: computed requests answered by a plan model on the same route (one
+  whose log rows carry a planner's call, or a model the config names ``plan:<name>``), with
+  at least 20 computed requests. Each computed request costs its own cost times the measured
+  ratio (the plan's mean computed cost / this path's), and its TTFU is the plan's measured
+  TTFU at the request's quantile — the planner's first token, which streams as the plan's
+  first preliminary. Only a plan cheaper than the path is a candidate; quality not measured.
 * **prefetch**: transitions between question clusters are learned online, per tenant session
   (the prefetcher's ``session_gap_s``, ``min_transitions``, ``min_probability``); after a
   question, each predicted follow-up is computed ahead. A request that was predicted is a hit;
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -63,7 +69,10 @@ def replay_path(
     clustering: Clustering | None,
     measurements: Mapping[str, RouteMeasurement],
     prefetch: PrefetchSettings,
+    plan_models: Collection[str] = (),
 ) -> tuple[Action, ...]:
+    """Each mitigation's projection on the path's rows, best first. ``plan_models``: the
+    catalogue models that are plans (``provider: plan:<name>``), for logs without ``calls``."""
     m = advice.evidence.measurement
     if m is None or not m.records:
         return ()
@@ -141,7 +150,7 @@ def replay_path(
             f"{policy.draft_first_useful_ms.p95_ms:g} ms); the refined answer still paid",
         )
     )
-    tier = _cheaper_tier(advice, m, measurements)
+    tier = _cheaper_tier(advice, m, measurements, plan_models)
     if tier is not None:
         name, ttfu_at, cost = tier
         computed = [not r.served_from_store for r in rows]
@@ -154,6 +163,16 @@ def replay_path(
         actions.append(
             action(f"cheaper tier ({name})", computed, tiered, "answer quality not measured")
         )
+    plan = _plan(m, measurements, plan_models)
+    if plan is not None:
+        name, ttfu_at, ratio, note = plan
+        computed = [not r.served_from_store for r in rows]
+        quantile = iter(_quantiles([base.ms[i] for i in range(len(rows)) if computed[i]]))
+        planned = Replay(
+            [ttfu_at(next(quantile)) if c else ms for c, ms in zip(computed, base.ms, strict=True)],
+            [spent * ratio if c else spent for c, spent in zip(computed, base.cost, strict=True)],
+        )
+        actions.append(action(f"plan-and-execute ({name})", computed, planned, note))
     return tuple(sorted(actions, key=lambda a: (-round(a.value_usd, 6), -a.p95_cut_ms)))
 
 
@@ -245,10 +264,14 @@ def _quantiles(values: Sequence[float]) -> list[float]:
 
 
 def _cheaper_tier(
-    advice: PathAdvice, m: RouteMeasurement, measurements: Mapping[str, RouteMeasurement]
+    advice: PathAdvice,
+    m: RouteMeasurement,
+    measurements: Mapping[str, RouteMeasurement],
+    plan_models: Collection[str],
 ) -> tuple[str, Callable[[float], float], float] | None:
     """The cheaper model: the profile's ``cheaper_tier``, else the log's cheapest other model
-    on the same route (by mean computed cost, with at least 20 computed requests)."""
+    on the same route (by mean computed cost, with at least 20 computed requests) that is
+    not a plan (a plan is its own action)."""
     given = advice.path.cheaper_tier
     if given is not None:
         p50, p95 = given.time_to_first_useful_ms.p50_ms, given.time_to_first_useful_ms.p95_ms
@@ -264,6 +287,7 @@ def _cheaper_tier(
         for other in measurements.values()
         if other.route != m.route
         and other.route.split(" ")[0] == route
+        and not _is_plan(other, plan_models)
         and other.mean_cost_of_computed_usd < m.mean_cost_of_computed_usd
         and sum(not r.served_from_store for r in other.records) >= MIN_TIER_ROWS
     ]
@@ -278,3 +302,44 @@ def _cheaper_tier(
         lambda q: float(np.quantile(sample, q)),
         cheapest.mean_cost_of_computed_usd,
     )
+
+
+def _plan(
+    m: RouteMeasurement, measurements: Mapping[str, RouteMeasurement], plan_models: Collection[str]
+) -> tuple[str, Callable[[float], float], float, str] | None:
+    """The plan model on ``m``'s route with the most computed requests (at least 20), when
+    it is cheaper per computed request than ``m``: its name, its TTFU at a quantile, the
+    cost ratio plan / ``m`` and a note saying what was measured."""
+
+    if _is_plan(m, plan_models) or m.mean_cost_of_computed_usd <= 0:
+        return None
+    route = m.route.split(" ")[0]
+    plans = [
+        other
+        for other in measurements.values()
+        if other.route != m.route
+        and other.route.split(" ")[0] == route
+        and _is_plan(other, plan_models)
+        and sum(not r.served_from_store for r in other.records) >= MIN_TIER_ROWS
+    ]
+    if not plans:
+        return None
+    plan = max(plans, key=lambda other: sum(not r.served_from_store for r in other.records))
+    ratio = plan.mean_cost_of_computed_usd / m.mean_cost_of_computed_usd
+    if ratio >= 1.0:
+        return None
+    computed = [r for r in plan.records if not r.served_from_store]
+    sample = np.asarray([r.time_to_first_useful_ms for r in computed])
+    fell_back = sum(any(c.role == "fallback" for c in r.calls) for r in computed)
+    note = (
+        f"measured on {len(computed)} plan answers: cost x {ratio:.2f} of this path's, first "
+        f"useful content at the planner's first token, {fell_back} fell back to one model; "
+        "answer quality not measured"
+    )
+    return plan.route, lambda q: float(np.quantile(sample, q)), ratio, note
+
+
+def _is_plan(m: RouteMeasurement, plan_models: Collection[str]) -> bool:
+    """A plan model's path: named a plan by the config, or its rows carry a planner's call."""
+    model = m.records[0].model if m.records else ""
+    return model in plan_models or any(r.planned for r in m.records)
