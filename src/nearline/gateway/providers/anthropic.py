@@ -186,7 +186,10 @@ async def _events(name: str, response: aiohttp.ClientResponse) -> AsyncIterator[
             response_id = message.get("id")
             response_model = message.get("model")
             usage = message.get("usage") or {}
-            prompt_tokens = int(usage.get("input_tokens") or 0)
+            # Anthropic's input_tokens leave out what was read from or written to its cache
+            prompt_tokens = int(usage.get("input_tokens") or 0) + int(
+                usage.get("cache_creation_input_tokens") or 0
+            )
             cached_tokens = int(usage.get("cache_read_input_tokens") or 0)
             completion_tokens = int(usage.get("output_tokens") or 0)
         elif kind == "content_block_start":
@@ -209,7 +212,10 @@ async def _events(name: str, response: aiohttp.ClientResponse) -> AsyncIterator[
             reason = STOP_REASONS.get(str(stop), "stop")
             usage = data.get("usage") or {}
             completion_tokens = int(usage.get("output_tokens") or completion_tokens)
-            prompt_tokens = int(usage.get("input_tokens") or prompt_tokens)
+            if usage.get("input_tokens") is not None:  # recent streams repeat the input here
+                prompt_tokens = int(usage["input_tokens"]) + int(
+                    usage.get("cache_creation_input_tokens") or 0
+                )
         elif kind == "message_stop":
             yield Usage(prompt_tokens + cached_tokens, completion_tokens, cached_tokens)
             yield Done(reason, response_id=response_id, response_model=response_model)
