@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from nearline.testing import serve_in_thread
+from nearline.testing import run_in_thread
 from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 
@@ -45,12 +45,16 @@ class MockUpstream:
 
 @contextmanager
 def mock_upstreams(**behaviours: MockBehaviour) -> Iterator[dict[str, MockUpstream]]:
-    """Start one mock upstream per keyword (its name); stop them all afterwards."""
+    """Start one mock upstream per keyword (its name); stop them all afterwards (together:
+    each is asked to stop, then each is waited for)."""
     with ExitStack() as stack:
-        yield {
-            name: MockUpstream(stack.enter_context(serve_in_thread(create_mock_app(behaviour))))
+        servers = {
+            name: stack.enter_context(run_in_thread(create_mock_app(behaviour)))
             for name, behaviour in behaviours.items()
         }
+        for server in servers.values():  # called first on exit: all shut down at once
+            stack.callback(server.stop_soon)
+        yield {name: MockUpstream(server.url) for name, server in servers.items()}
 
 
 def provider_settings(upstreams: dict[str, MockUpstream], **http: Any) -> dict[str, dict[str, Any]]:
