@@ -358,3 +358,15 @@ def test_the_per_request_bound_holds_on_a_trace_whose_true_error_is_known() -> N
 
     assert true_wrong / requests <= bound
     assert served >= 1.5 * static_would
+
+
+def test_per_request_mode_keeps_static_hits_that_a_per_match_bound_would_demote() -> None:
+    outcomes = [Outcome("p", i, 0.97, correct=i % 10 != 0, served=True) for i in range(100)]
+    per_match = LearnedThresholds(0.01, static_hit=STATIC_HIT)
+    per_request = LearnedThresholds(0.01, static_hit=STATIC_HIT, per_request=True)
+    for learned in (per_match, per_request):
+        for outcome in outcomes:
+            learned.record(outcome)
+
+    assert not per_match.decide("p", 1000, 0.97).serve  # 10 % wrong per match
+    assert per_request.decide("p", 1000, 0.97).serve  # static: within a per-request budget

@@ -273,8 +273,10 @@ class LearnedThresholds:
             and any(not correct and sim >= similarity for sim, correct in entry[1])
         ):
             return Decision(False, "vetoed")
-        if self.per_request and similarity < self.static_hit:
+        if self.per_request:
             per_request = self.request_bound(partition, similarity)
+            if similarity >= self.static_hit:  # per request, static hits are within budget
+                return Decision(True, "static", per_request)
             if per_request is not None and per_request <= self.max_error_rate:
                 return Decision(True, "learned", per_request)
             return Decision(False, "declined", per_request)
