@@ -30,7 +30,7 @@ async def test_two_groups_on_one_stream_each_get_everything_at_their_own_pace(
     broker: Broker, prefix: str
 ) -> None:
     source = f"{prefix}-source"
-    fast, slow = RecordingHandler(), RecordingHandler(delay_s=0.1)
+    fast, slow = RecordingHandler(), RecordingHandler(delay_s=0.05)
     metrics = WorkerMetrics()
     pipelines = [
         Pipeline("fast", source, fast, max_batch=50, window_ms=10),

@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
-from nearline.testing import eventually_async
+from nearline.testing import QuickStopServer, eventually_async
 from nearline.worker.broker import Broker, Entry, Message
 from nearline.worker.push import create_push_router
 
@@ -26,7 +26,7 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="websockets-sansio"
     )
-    server = uvicorn.Server(config)
+    server = QuickStopServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
         await asyncio.sleep(0.01)

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp
 T = TypeVar("T")
 
 __all__ = [
+    "QuickStopServer",
     "ThreadServer",
     "eventually",
     "eventually_async",
@@ -80,19 +81,13 @@ def free_port() -> int:
         return port
 
 
-class _ThreadServer(uvicorn.Server):
-    loop: asyncio.AbstractEventLoop | None = None
-
-    def install_signal_handlers(self) -> None:  # the main thread owns signals
-        pass
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        self.loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+class QuickStopServer(uvicorn.Server):
+    """A ``uvicorn.Server`` that notices ``should_exit`` within 10 ms (uvicorn checks every
+    100 ms): tests that stop a server each time end sooner. Serves exactly the same."""
 
     async def main_loop(self) -> None:
         """uvicorn's loop, but checking ``should_exit`` every 10 ms (not 100 ms), so a stop
-        is noticed at once; its once-a-second work (``on_tick``) still runs once a second."""
+        is noticed at once; ``on_tick`` still runs every 100 ms, as in uvicorn."""
         ticks = 0
         should_exit = await self.on_tick(0)
         while not should_exit:
@@ -102,6 +97,17 @@ class _ThreadServer(uvicorn.Server):
                 return
             if ticks % 10 == 0:
                 should_exit = await self.on_tick(ticks // 10 % 864_000)
+
+
+class _ThreadServer(QuickStopServer):
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def install_signal_handlers(self) -> None:  # the main thread owns signals
+        pass
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
 
 @dataclass(frozen=True)
