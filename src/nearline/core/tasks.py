@@ -42,6 +42,19 @@ class BackgroundTasks:
         task.add_done_callback(lambda done: self._forget(done, key))
         return True
 
+    def running(self, key: Hashable) -> bool:
+        """A task started with ``key`` is running (and was not cancelled by key)."""
+        return key in self._keyed
+
+    def cancel(self, key: Hashable) -> bool:
+        """Cancel the task started with ``key``; its key is free at once (a new task may start
+        under it while the cancelled one winds down). ``False`` if none was running."""
+        task = self._keyed.pop(key, None)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
     def _forget(self, task: asyncio.Task[Any], key: Hashable | None) -> None:
         self._tasks.discard(task)
         if key is not None and self._keyed.get(key) is task:

@@ -36,6 +36,7 @@ from nearline.core.events import (
 )
 from nearline.core.model import Strict as _Strict
 from nearline.core.request import ChatRequest
+from nearline.core.tasks import BackgroundTasks
 from nearline.gateway.api.openai import chat_request_from
 from nearline.gateway.api.state import AppState
 from nearline.gateway.serving.service import WEBSOCKET
@@ -129,8 +130,7 @@ class _Connection:
         self._socket = websocket
         self._state = state
         self._send_lock = asyncio.Lock()
-        self._running: dict[str, asyncio.Task[None]] = {}  # by id, until done or cancelled
-        self._tasks: set[asyncio.Task[None]] = set()  # every task not yet finished
+        self._requests = BackgroundTasks("nearline-ws-request")  # keyed by the client's id
         self.tenant: Tenant | None = None
         self.open = True
         self.max_message_bytes = state.settings.server.max_body_bytes
@@ -155,12 +155,12 @@ class _Connection:
         self.tenant = self._state.keyring.tenant_for(authorization)
 
     async def start(self, message: ChatMessage) -> None:
-        if message.id in self._running:
+        if self._requests.running(message.id):
             await self.send(
                 error_message(None, InvalidRequest(f"request id {message.id!r} is already running"))
             )
             return
-        if len(self._tasks) >= self.max_in_flight:
+        if len(self._requests) >= self.max_in_flight:
             too_many = InvalidRequest(
                 f"too many requests in flight on this connection: at most {self.max_in_flight}"
                 " (server.websocket.max_in_flight)",
@@ -168,30 +168,17 @@ class _Connection:
             )
             await self.send(error_message(message.id, too_many))
             return
-        request_id = message.id
-        task = asyncio.create_task(self._run(request_id, message.body, time.perf_counter()))
-        self._running[request_id] = task
-        self._tasks.add(task)
-
-        def finished(done: asyncio.Task[None]) -> None:
-            self._tasks.discard(done)
-            if self._running.get(request_id) is done:  # the id may already be reused
-                del self._running[request_id]
-
-        task.add_done_callback(finished)
+        self._requests.start(
+            self._run(message.id, message.body, time.perf_counter()), key=message.id
+        )
 
     def cancel(self, request_id: str) -> None:
         """Stop one request (its id is free at once); an id that already finished is not an
         error: the race is normal."""
-        task = self._running.pop(request_id, None)
-        if task is not None:
-            task.cancel()
+        self._requests.cancel(request_id)
 
     async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._requests.aclose()
 
     async def _run(self, request_id: str, body: dict[str, Any], received_at: float) -> None:
         assert self.tenant is not None
