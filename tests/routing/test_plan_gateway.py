@@ -316,3 +316,26 @@ def test_rights_reach_the_plans_tiers_and_no_further(make_gateway):
     assert "plan:deep" in routed.json()["error"]["message"]
     assert "frontier" in routed.json()["error"]["message"]  # the tier it would have called
     assert planner.requests() == 1  # only the allowed request planned
+
+
+def test_an_anthropic_client_asks_the_plan_model_and_gets_one_answer(make_gateway):
+    """Any client: the Anthropic SDK on /v1/messages reaches the same plan (non-streamed and
+    streamed); it sees the final answer only, never the plan's preliminaries."""
+    import anthropic
+
+    planner = make_gateway.mock(PLANNER, fresh=True)
+    executor = make_gateway.mock(EXECUTOR, fresh=True)
+    gateway = plan_gateway(make_gateway, planner, executor)
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0)
+    message = client.messages.create(
+        model="research", max_tokens=200, messages=[{"role": "user", "content": TASK}]
+    )
+    text = "".join(block.text for block in message.content if block.type == "text")
+    assert text and not text.startswith("Plan:")  # the answer, not the plan
+    assert message.stop_reason == "end_turn"
+    assert (planner.requests(), executor.requests()) == (1, 3)
+    with client.messages.stream(
+        model="research", max_tokens=200, messages=[{"role": "user", "content": TASK}]
+    ) as stream:
+        streamed = "".join(stream.text_stream)
+    assert streamed == text  # the same plan's joined steps, streamed
