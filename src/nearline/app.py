@@ -265,6 +265,7 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
         app.include_router(face.router)
     for face in (health, admin, metrics, ws, pages, dashboard):
         app.include_router(face.router)
+    app.add_middleware(openai.ChatRoute)  # innermost: the chat route without FastAPI's layers
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
     # Outermost (added last): the drive-by guard, with CORS for allowed origins behind it.
     app.add_middleware(
