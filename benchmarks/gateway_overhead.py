@@ -201,13 +201,19 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def paired(values: list[float], reference: list[float]) -> str:
+    """The median ratio of runs made side by side (the same repetition)."""
+    ratios = [v / r for v, r in zip(values, reference, strict=True) if r > 0]
+    return f"{median(ratios) - 1:+.0%}" if ratios else ""
+
+
 def print_rows(rows: list[Row], labels: list[str], rss: dict[tuple[str, str], float]) -> None:
     print(
         "| rate | cache | mode | gateway | CPU ms/request (median; each run) | gateway CPU "
         "| direct p50 | direct p99 | via p50 | via p99 | added p50 | added p99 "
-        "| errors direct/via | peak RSS |"
+        f"| errors direct/via | peak RSS | CPU vs {labels[-1]} (median of paired runs) |"
     )
-    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         d50 = median([p.pct(0.5) for p in row.direct])
         d99 = median([p.pct(0.99) for p in row.direct])
@@ -222,7 +228,8 @@ def print_rows(rows: list[Row], labels: list[str], rss: dict[tuple[str, str], fl
                 f"| {d50:.1f} | {d99:.1f} | {v50:.1f} | {v99:.1f} "
                 f"| {v50 - d50:+.1f} | {v99 - d99:+.1f} "
                 f"| {sum(p.errors for p in row.direct)}/{sum(p.errors for p in phases)} "
-                f"| {rss.get((label, 'on' if row.cache == 'hit' else row.cache), 0):.0f} MB |",
+                f"| {rss.get((label, 'on' if row.cache == 'hit' else row.cache), 0):.0f} MB "
+                f"| {paired(row.cpu_ms[label], row.cpu_ms[labels[-1]])} |",
                 flush=True,
             )
 
@@ -291,7 +298,7 @@ async def main() -> None:
             for mode in args.modes
         ]
         profiler = Profiler(args.profile) if args.profile else None
-        for _ in range(args.repeat):
+        for run in range(args.repeat):
             for row in rows:
                 stream = row.mode == "stream"
                 if not args.no_direct:
@@ -299,7 +306,10 @@ async def main() -> None:
                         await run_phase(mock_url, row.rate, args.seconds, stream, row.cache)
                     )
                 wanted = "on" if row.cache == "hit" else row.cache
-                for gateway in [g for g in gateways if g.cache == wanted]:
+                chosen = [g for g in gateways if g.cache == wanted]
+                if run % 2:  # alternate the order: drift in the machine's load falls on both
+                    chosen.reverse()
+                for gateway in chosen:
                     sampling = (
                         profiler.start(gateway, row)
                         if profiler and gateway is gateways[0]
