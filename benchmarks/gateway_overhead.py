@@ -312,7 +312,7 @@ async def main() -> None:
                 for gateway in chosen:
                     sampling = (
                         profiler.start(gateway, row)
-                        if profiler and gateway is gateways[0]
+                        if profiler and gateway.label == labels[0]
                         else None
                     )
                     before, began = tree_cpu_s(gateway.process.pid), time.perf_counter()

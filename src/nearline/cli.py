@@ -26,7 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
         server["host"] = args.host
     if args.port is not None:
         server["port"] = args.port
-    settings = load_settings(args.config, **({"server": server} if server else {}))
+    overrides = {"server": server} if server else {}
+    settings = load_settings(args.config, **overrides)
+    if args.workers > 1:
+        return _serve_workers(settings, args.workers, args.config, overrides)
     return run_gateway(settings)
 
 
@@ -38,14 +41,7 @@ def run_gateway(settings: Settings, *, note: str = "") -> int:
     from nearline.app import create_app
 
     preflight(settings)
-    root = f"http://{settings.server.host}:{settings.server.port}"
-    print(
-        f"nearline: serving {', '.join(settings.models)} on {root}/v1 "
-        f"(auth {'on' if settings.auth_enabled else 'off: loopback only'})\n"
-        f"nearline: chat page {root}/chat · live dashboard {root}/dashboard{note}",
-        file=sys.stderr,
-        flush=True,
-    )
+    _announce(settings, note)
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,
@@ -54,6 +50,62 @@ def run_gateway(settings: Settings, *, note: str = "") -> int:
         access_log=False,
     )
     return 0
+
+
+def _announce(settings: Settings, note: str = "") -> None:
+    root = f"http://{settings.server.host}:{settings.server.port}"
+    print(
+        f"nearline: serving {', '.join(settings.models)} on {root}/v1 "
+        f"(auth {'on' if settings.auth_enabled else 'off: loopback only'})\n"
+        f"nearline: chat page {root}/chat · live dashboard {root}/dashboard{note}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+_WORKER_SETTINGS = "_NEARLINE_SERVE_WORKER_ARGS"  # how ``serve --workers`` hands workers on
+
+
+def _serve_workers(
+    settings: Settings, workers: int, config: Path | None, overrides: dict[str, Any]
+) -> int:
+    """``workers`` gateway processes on one port (uvicorn's supervisor): each loads the same
+    settings. Caches, rate limits and budgets are shared only through ``redis.url``;
+    without it each worker keeps its own (and /metrics answers for one worker)."""
+    import json
+    import os
+
+    import uvicorn
+
+    preflight(settings)
+    shared = "shared through Redis" if settings.redis.url else "per worker: set redis.url to share"
+    _announce(settings, f"\nnearline: {workers} worker processes (caches and limits {shared})")
+    os.environ[_WORKER_SETTINGS] = json.dumps(
+        {"config": None if config is None else str(config), "overrides": overrides}
+    )
+    uvicorn.run(
+        "nearline.cli:worker_app",
+        factory=True,
+        workers=workers,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+def worker_app() -> Any:
+    """One ``serve --workers`` process's app: the settings the command loaded, read again."""
+    import json
+    import os
+
+    from nearline.app import create_app
+    from nearline.config import load_settings
+
+    spec = json.loads(os.environ[_WORKER_SETTINGS])
+    config = None if spec["config"] is None else Path(spec["config"])
+    return create_app(load_settings(config, **spec["overrides"]))
 
 
 def preflight(settings: Settings) -> None:
@@ -131,6 +183,13 @@ def _mock_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _rate(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -146,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, default=None, help="YAML settings file")
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    serve.add_argument(
+        "--workers", type=_positive, default=1, help="gateway processes on the port (default 1)"
+    )
     serve.set_defaults(run=_serve)
 
     mock = commands.add_parser(
