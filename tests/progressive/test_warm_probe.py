@@ -28,9 +28,7 @@ def test_a_state_file_does_not_hide_an_empty_cache(make_stack, tmp_path, capsys)
         capsys.readouterr()
 
         assert warm(stack, path) == 0  # still cached: the probes cost no upstream call
-        assert "0 warmed, 0 already warm, 3 skipped (done before)" in (
-            capsys.readouterr().err
-        )
+        assert "0 warmed, 0 already warm, 3 skipped (done before)" in (capsys.readouterr().err)
         assert stack.stats()["requests"] == len(QUESTIONS)
 
         purged = httpx.post(f"{stack.gateway}/admin/cache/purge", json={}, timeout=5)

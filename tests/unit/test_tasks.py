@@ -56,8 +56,14 @@ async def test_a_dedicated_thread_runs_calls_in_order_and_closes_off_the_loop() 
         *(thread.run(lambda: threading.current_thread().name) for _ in range(3))
     )
     assert len(set(names)) == 1 and names[0].startswith("test-thread")
-    release = threading.Event()
-    running = thread.submit(lambda: release.wait(5))
+    release, started = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        started.set()
+        return release.wait(5)
+
+    running = thread.submit(hold)
+    assert await asyncio.to_thread(started.wait, 5)  # the call is running, not just queued
     closing = asyncio.create_task(thread.aclose())
     ticks = 0
     deadline = time.monotonic() + 5

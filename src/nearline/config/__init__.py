@@ -187,9 +187,7 @@ class SemanticCacheSettings(_Strict):
     def _near_below_hit(self) -> SemanticCacheSettings:
         if self.near_threshold > self.hit_threshold:
             raise ValueError("cache.semantic.near_threshold must not exceed hit_threshold")
-        if self.error_bound == "per-request" and (
-            self.verify_per_minute or not self.verify_rate
-        ):
+        if self.error_bound == "per-request" and (self.verify_per_minute or not self.verify_rate):
             raise ValueError(
                 "cache.semantic.error_bound: per-request needs verify_rate > 0 and "
                 "verify_per_minute: 0"
