@@ -33,6 +33,7 @@ from nearline.core.errors import (
 from nearline.core.events import Delta, Done, Event, FinishReason, ToolCallDelta, Usage
 from nearline.core.provider import Capabilities, ProviderCall
 from nearline.core.request import ChatRequest
+from nearline.gateway.providers.http_upstream import HttpUpstream
 from nearline.gateway.telemetry.tracing import propagation_headers
 
 _FINISH_REASONS: set[str] = {"stop", "length", "content_filter", "tool_calls"}
@@ -49,47 +50,14 @@ def upstream_payload(request: ChatRequest, upstream_model: str) -> dict[str, Any
     return payload
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(HttpUpstream):
     def __init__(self, name: str, settings: HttpProviderSettings) -> None:
-        self.name = name
+        super().__init__(name, settings)
         self.capabilities = Capabilities(tools=True, logprobs=True)
-        self._settings = settings
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
         self._headers = {"Content-Type": "application/json"}
         if settings.api_key is not None:
             self._headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
-
-    async def start(self) -> None:
-        self._ensure_session()
-
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self._settings.max_connections, ttl_dns_cache=300
-                ),
-                timeout=self._timeout(None),
-                auto_decompress=True,
-            )
-        return self._session
-
-    async def aclose(self) -> None:
-        self._closed = True
-        if self._session is not None:
-            await self._session.close()
-
-    def is_ready(self) -> bool:
-        return not self._closed
-
-    def _timeout(self, remaining: float | None) -> aiohttp.ClientTimeout:
-        connect, read = self._settings.connect_timeout_s, self._settings.read_timeout_s
-        if remaining is None:
-            return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
-        return aiohttp.ClientTimeout(
-            total=remaining, sock_connect=min(connect, remaining), sock_read=min(read, remaining)
-        )
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[Event]:
         session = self._ensure_session()
