@@ -18,11 +18,15 @@ latency does not. Cache settings: ``off`` (both tiers off: every request is prox
     .venv/bin/python benchmarks/gateway_overhead.py --rates 300 --variant base=/tmp/base/src
     .venv/bin/python benchmarks/gateway_overhead.py --rates 300 --workers 1 2
     .venv/bin/python benchmarks/gateway_overhead.py --rates 150 --profile /tmp/prof
+    .venv/bin/python benchmarks/gateway_overhead.py --rates 300 --cache off \
+        --litellm /work/peer-venvs/litellm/bin/litellm
 
 ``--variant LABEL=SRC`` adds a gateway run from another source tree (``SRC`` goes first on
 ``PYTHONPATH``: a ``git worktree`` of an earlier commit), measured beside this tree's in the
 same phases. ``--profile DIR`` samples this tree's gateway with py-spy during its phases
-and prints the share of CPU samples per layer.
+and prints the share of CPU samples per layer. ``--litellm PATH`` (or
+``$NEARLINE_BENCH_LITELLM``) runs LiteLLM's proxy as a peer in the ``off`` rows, against the
+same mock, measured the same way (``gateway_peer``); without it a note says it was skipped.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ from typing import Any
 import aiohttp
 import yaml
 
+from gateway_peer import LABEL as PEER
+from gateway_peer import litellm_binary, litellm_version, start_litellm
+from gateway_profile import Profiler
 from nearline.testing import free_port, wait_until_ready
 
 MODES = ("json", "stream")
@@ -207,11 +214,13 @@ def paired(values: list[float], reference: list[float]) -> str:
     return f"{median(ratios) - 1:+.0%}" if ratios else ""
 
 
-def print_rows(rows: list[Row], labels: list[str], rss: dict[tuple[str, str], float]) -> None:
+def print_rows(
+    rows: list[Row], labels: list[str], reference: str, rss: dict[tuple[str, str], float]
+) -> None:
     print(
         "| rate | cache | mode | gateway | CPU ms/request (median; each run) | gateway CPU "
         "| direct p50 | direct p99 | via p50 | via p99 | added p50 | added p99 "
-        f"| errors direct/via | peak RSS | CPU vs {labels[-1]} (median of paired runs) |"
+        f"| errors direct/via | peak RSS | CPU vs {reference} (median of paired runs) |"
     )
     print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
@@ -219,6 +228,8 @@ def print_rows(rows: list[Row], labels: list[str], rss: dict[tuple[str, str], fl
         d99 = median([p.pct(0.99) for p in row.direct])
         for label in labels:
             phases = row.via[label]
+            if not phases:
+                continue
             v50, v99 = median([p.pct(0.5) for p in phases]), median([p.pct(0.99) for p in phases])
             runs = ", ".join(f"{v:.2f}" for v in row.cpu_ms[label])
             print(
@@ -229,9 +240,39 @@ def print_rows(rows: list[Row], labels: list[str], rss: dict[tuple[str, str], fl
                 f"| {v50 - d50:+.1f} | {v99 - d99:+.1f} "
                 f"| {sum(p.errors for p in row.direct)}/{sum(p.errors for p in phases)} "
                 f"| {rss.get((label, 'on' if row.cache == 'hit' else row.cache), 0):.0f} MB "
-                f"| {paired(row.cpu_ms[label], row.cpu_ms[labels[-1]])} |",
+                f"| {paired(row.cpu_ms[label], row.cpu_ms[reference])} |",
                 flush=True,
             )
+
+
+def print_peer(rows: list[Row], nearline: str) -> None:
+    """nearline beside the peer, row by row: CPU per request (the ratio is the median of
+    the runs made side by side), latency and errors."""
+    print(f"\n# {nearline} beside {PEER}, the same phases (ms; errors of requests sent)")
+    print(
+        f"| rate | mode | CPU ms/req {nearline} | CPU ms/req {PEER} | {PEER} / {nearline} CPU "
+        f"| p50 {nearline} | p50 {PEER} | p99 {nearline} | p99 {PEER} "
+        f"| errors {nearline} | errors {PEER} |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        ours, theirs = row.via[nearline], row.via[PEER]
+        if not theirs:
+            continue
+        ratios = [
+            t / o for t, o in zip(row.cpu_ms[PEER], row.cpu_ms[nearline], strict=True) if o > 0
+        ]
+        print(
+            f"| {row.rate}/s | {row.mode} | {median(row.cpu_ms[nearline]):.2f} "
+            f"| {median(row.cpu_ms[PEER]):.2f} | **{median(ratios):.1f}x** "
+            f"| {median([p.pct(0.5) for p in ours]):.1f} "
+            f"| {median([p.pct(0.5) for p in theirs]):.1f} "
+            f"| {median([p.pct(0.99) for p in ours]):.1f} "
+            f"| {median([p.pct(0.99) for p in theirs]):.1f} "
+            f"| {sum(p.errors for p in ours)}/{sum(p.sent for p in ours)} "
+            f"| {sum(p.errors for p in theirs)}/{sum(p.sent for p in theirs)} |",
+            flush=True,
+        )
 
 
 async def main() -> None:
@@ -246,6 +287,7 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="serve --workers")
     parser.add_argument("--no-direct", action="store_true", help="skip the direct phases")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--litellm", default=None, metavar="PATH", help="LiteLLM binary (peer)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp())
@@ -276,14 +318,22 @@ async def main() -> None:
                 gateways.append(
                     Gateway(label, cache, start_process(serve, src), f"http://127.0.0.1:{port}")
                 )
+        labels = [label for label, _, _ in sources]
+        peer = litellm_binary(args.litellm) if "off" in caches else None
+        if peer is not None:
+            port = free_port()
+            process = start_litellm(peer, folder, mock_port, port)
+            gateways.append(Gateway(PEER, "off", process, f"http://127.0.0.1:{port}"))
+            labels.append(PEER)
+            print(f"# peer: LiteLLM {litellm_version(peer)} ({peer}), log {folder}/litellm.log")
         mock_url = f"http://127.0.0.1:{mock_port}"
         wait_until_ready(mock_url, path="/v1/models")
         for gateway in gateways:
-            wait_until_ready(gateway.url, timeout_s=120)
+            path = "/health/liveliness" if gateway.label == PEER else "/readyz"
+            wait_until_ready(gateway.url, timeout_s=180, path=path, process=gateway.process)
         for url in [mock_url] + [g.url for g in gateways]:  # warm connections and code paths
             for mode in MODES:
                 await run_phase(url, 50, 1, mode == "stream", "hit")
-        labels = [label for label, _, _ in sources]
         print(
             f"# {time.strftime('%Y-%m-%d %H:%M %Z')} | {os.cpu_count()} cores | load "
             f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} | mock "
@@ -310,8 +360,9 @@ async def main() -> None:
                 if run % 2:  # alternate the order: drift in the machine's load falls on both
                     chosen.reverse()
                 for gateway in chosen:
+                    key = f"{row.cache}-{row.mode}-{row.rate}"
                     sampling = (
-                        profiler.start(gateway, row)
+                        profiler.start(gateway.process.pid, key)
                         if profiler and gateway.label == labels[0]
                         else None
                     )
@@ -326,7 +377,9 @@ async def main() -> None:
                     row.cpu_share[gateway.label].append(cpu / elapsed)
         rss = {(g.label, g.cache): tree_rss_mb(g.process.pid) for g in gateways}
         print(f"# load at the end {os.getloadavg()[0]:.2f}")
-        print_rows(rows, labels, rss)
+        print_rows(rows, labels, sources[-1][0], rss)
+        if peer is not None:
+            print_peer(rows, sources[0][0])
         if profiler is not None:
             profiler.report()
     finally:
@@ -337,82 +390,6 @@ async def main() -> None:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-# --- the profile: py-spy samples grouped by layer ----------------------------------------
-
-# The innermost frame whose file matches names the layer a sample is charged to (the
-# standard library and C code it calls are charged to the layer that called them).
-LAYERS = (
-    ("nearline/gateway/providers/", "upstream client: nearline (SSE parse, payload)"),
-    ("aiohttp/", "upstream client: aiohttp"),
-    ("nearline/gateway/serving/sse.py", "SSE frames / JSON body (sse.py)"),
-    ("nearline/gateway/telemetry/", "telemetry: metrics, request log (nearline)"),
-    ("prometheus_client/", "telemetry: prometheus_client"),
-    ("opentelemetry/", "telemetry: opentelemetry"),
-    ("nearline/gateway/limits/", "limits (governor)"),
-    ("nearline/gateway/serving/", "service + pipeline + catalogue"),
-    ("nearline/gateway/cache/", "cache tiers"),
-    ("nearline/gateway/routing/", "routing"),
-    ("nearline/embed/", "embedding (semantic tier)"),
-    ("onnxruntime/", "embedding (semantic tier)"),
-    ("nearline/gateway/api/", "routes + middlewares (nearline)"),
-    ("nearline/core/", "core (request model, events, errors)"),
-    ("pydantic", "pydantic validation / dump"),
-    ("fastapi/", "FastAPI"),
-    ("starlette/", "Starlette"),
-    ("uvicorn/", "uvicorn (HTTP server, socket writes)"),
-    ("asyncio/", "event loop (asyncio/uvloop)"),
-    ("uvloop/", "event loop (asyncio/uvloop)"),
-)
-
-
-class Profiler:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.files: dict[str, list[Path]] = defaultdict(list)
-
-    def start(self, gateway: Gateway, row: Row) -> tuple[subprocess.Popen[bytes], str]:
-        key = f"{row.cache}-{row.mode}-{row.rate}"
-        path = self.folder / f"{key}-{len(self.files[key])}.txt"
-        self.files[key].append(path)
-        spy = Path(sys.executable).parent / "py-spy"
-        command = [str(spy), "record", "--pid", str(gateway.process.pid), "--rate", "250"]
-        command += ["--format", "raw", "--output", str(path), "--nonblocking"]
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), key
-
-    @staticmethod
-    def stop(sampling: tuple[subprocess.Popen[bytes], str]) -> None:
-        process, _ = sampling
-        process.send_signal(2)  # py-spy writes its output on SIGINT
-        process.wait(timeout=30)
-
-    def report(self) -> None:
-        for key, paths in self.files.items():
-            shares: dict[str, int] = defaultdict(int)
-            total = 0
-            for path in paths:
-                if not path.exists():
-                    continue
-                for line in path.read_text().splitlines():
-                    stack, _, samples = line.rpartition(" ")
-                    if not samples.isdigit():
-                        continue
-                    total += int(samples)
-                    shares[layer_of(stack)] += int(samples)
-            print(f"\n# profile {key}: {total} samples (py-spy, 250/s, active threads)")
-            print("| layer | share of CPU samples |\n|---|---:|")
-            for layer, count in sorted(shares.items(), key=lambda item: -item[1]):
-                print(f"| {layer} | {count / max(total, 1) * 100:.1f}% |")
-
-
-def layer_of(stack: str) -> str:
-    for frame in reversed(stack.split(";")):
-        for needle, layer in LAYERS:
-            if needle in frame:
-                return layer
-    return "other (threads, start-up, stdlib)"
 
 
 if __name__ == "__main__":
