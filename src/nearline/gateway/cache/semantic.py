@@ -92,7 +92,7 @@ class SemanticCache:
         self._ready = asyncio.Event()
         self._lookups = self._hits = self._near = self._rejections = self._applied = 0
         self._learned = learned
-        self._learned_hits = 0
+        self._learned_hits = self._densified = 0
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -221,6 +221,13 @@ class SemanticCache:
         """The learned thresholds (``None``: the static rule only)."""
         return self._learned
 
+    def count_request(self, partition: str) -> None:
+        """A request of ``partition`` answered without a semantic lookup (an exact hit): one
+        more trial for the per-request bound, whose share is of *requests*. Without learned
+        thresholds, or in per-match mode, it changes nothing."""
+        if self._learned is not None:
+            self._learned.count_lookup(partition)
+
     async def record_outcome(self, outcome: Outcome) -> None:
         """Evidence for the learned thresholds: a shared store puts it on the change feed
         (every replica, this one included, applies it from there); otherwise it is applied
@@ -251,6 +258,22 @@ class SemanticCache:
         await self._thread.run(self._apply_adds, [entry])
         await self._evict_over_bound()
         return entry.entry_id
+
+    async def add_key(self, match: SemanticMatch, query: str) -> int | None:
+        """Make ``query`` another key of ``match``'s answer: for a served match whose answer
+        a fresh one from the model agreed with (a verified paraphrase), so the same
+        question, and paraphrases closer to it than to the entry, match at a higher
+        similarity. Same partition, same payload, the entry's remaining lifetime. Does
+        nothing (``None``) for an entry no longer cached, or when ``query`` is already
+        that entry's key. Raises :class:`SemanticStoreUnavailable` like :meth:`store`."""
+        entry = self._catalog.get(match.entry_id)
+        if entry is None or entry.partition != match.partition or entry.query == query:
+            return None
+        ttl_s = entry.expires_at - time.time()
+        if ttl_s <= 0:
+            return None
+        self._densified += 1
+        return await self.store(match.partition, query, match.payload, ttl_s)
 
     async def store_embedded(
         self,
@@ -310,6 +333,7 @@ class SemanticCache:
             self._rejections,
             self._applied,
             self._learned_hits,
+            self._densified,
         )
 
     async def save_snapshot(self) -> Path:

@@ -50,3 +50,4 @@ class SemanticStats:
     guard_rejections: int
     applied_changes: int
     learned_hits: int = 0  # hits below the static threshold, served on evidence
+    added_keys: int = 0  # verified paraphrases added as keys of the answer they were served

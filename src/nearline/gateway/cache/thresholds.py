@@ -35,12 +35,19 @@ is written to the snapshot and rebuilt from the shared store's outcome log (sema
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal
+
+from nearline.gateway.cache.bounds import (
+    binom_cdf,
+    lower_bound,
+    poisson_upper,
+    upper_bound,
+    weighted_poisson_upper,
+    within,
+)
 
 Rule = Literal["static", "learned", "declined", "vetoed"]
 
@@ -80,81 +87,6 @@ class LearnedStats:
 
 def _bin(similarity: float) -> int:
     return max(0, min(_BINS - 1, int((similarity - LOWEST) / BIN_WIDTH)))
-
-
-def _log_binom_pmf(k: int, n: int, p: float) -> float:
-    return (
-        math.lgamma(n + 1)
-        - math.lgamma(k + 1)
-        - math.lgamma(n - k + 1)
-        + k * math.log(p)
-        + (n - k) * math.log1p(-p)
-    )
-
-
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p): the pmf by its recurrence, O(k)."""
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 1.0 if k >= n else 0.0
-    term = math.exp(n * math.log1p(-p))
-    if term == 0.0:  # underflow (n p in the hundreds): add the terms in log space
-        return min(1.0, sum(math.exp(_log_binom_pmf(i, n, p)) for i in range(k + 1)))
-    ratio, total = p / (1.0 - p), term
-    for i in range(k):
-        term *= (n - i) / (i + 1) * ratio
-        total += term
-    return min(1.0, total)
-
-
-def within(wrong: int, n: int, rate: float, alpha: float) -> bool:
-    """Whether the one-sided Clopper-Pearson upper bound at level ``1 - alpha`` on a rate
-    seen as ``wrong`` out of ``n`` is at most ``rate`` (one CDF, no search)."""
-    return n > 0 and wrong < n and _binom_cdf(wrong, n, rate) <= alpha
-
-
-@lru_cache(maxsize=65536)
-def upper_bound(wrong: int, n: int, alpha: float) -> float:
-    """One-sided Clopper-Pearson upper bound at level ``1 - alpha`` on a rate seen as
-    ``wrong`` out of ``n`` (1.0 with no observations)."""
-    if n <= 0 or wrong >= n:
-        return 1.0
-    if wrong == 0:
-        return 1.0 - float(alpha ** (1.0 / n))
-    low, high = wrong / n, 1.0
-    for _ in range(40):
-        middle = (low + high) / 2
-        if _binom_cdf(wrong, n, middle) > alpha:
-            low = middle
-        else:
-            high = middle
-    return high
-
-
-@lru_cache(maxsize=4096)
-def poisson_upper(count: int, alpha: float) -> float:
-    """One-sided upper bound at level ``1 - alpha`` on the mean of a Poisson count seen as
-    ``count`` (Garwood): the mean whose P(X <= count) is ``alpha``."""
-    low, high = float(count), float(count) + 10.0 + 10.0 * math.sqrt(count + 1)
-    for _ in range(60):
-        middle = (low + high) / 2
-        term = total = math.exp(-middle)
-        for i in range(1, count + 1):
-            term *= middle / i
-            total += term
-        if total > alpha:
-            low = middle
-        else:
-            high = middle
-    return high
-
-
-def lower_bound(wrong: int, n: int, alpha: float) -> float:
-    """One-sided Clopper-Pearson lower bound at level ``1 - alpha`` (0.0 with none)."""
-    if n <= 0 or wrong <= 0:
-        return 0.0
-    return 1.0 - upper_bound(n - wrong, n, alpha)
 
 
 class _Bins:
@@ -295,18 +227,23 @@ class LearnedThresholds:
         requests that get a wrong answer if every match at ``similarity`` or above is
         served. Each lookup is a trial; wrong candidates seen unserved count once, wrong
         served matches seen on a ``verify_rate`` sample count ``1 / verify_rate`` times
-        (Garwood bounds on both counts, the confidence split between them). ``None``
-        before ``min_lookups`` requests."""
+        (one bound on that weighted count: Fay and Feuer's gamma method, bounds.py; it is
+        Garwood's with no sampled count). ``None`` before ``min_lookups`` requests."""
         bins = self._partitions.get(partition)
         lookups = self._lookups.get(partition, 0)
         if bins is None or lookups < self._min_lookups:
             return None
         start = _bin(similarity)
         wrong, served = sum(bins.wrong[start:]), sum(bins.wrong_served[start:])
-        alpha = (1.0 - self.confidence) / 2
-        unserved_bound = poisson_upper(wrong - served, alpha)
-        served_bound = poisson_upper(served, alpha) / self._verify_rate
-        return (unserved_bound + served_bound) / lookups
+        weight = 1.0 / self._verify_rate
+        unserved = wrong - served
+        bound = weighted_poisson_upper(
+            unserved + served * weight,
+            unserved + served * weight * weight,
+            weight,
+            1.0 - self.confidence,
+        )
+        return bound / lookups
 
     def _clearly_worse(self, partition: str, similarity: float) -> bool:
         """Evidence around ``similarity`` says the error is above the bound (confidently)."""
@@ -317,7 +254,7 @@ class LearnedThresholds:
         if n < self._demote_min or wrong == 0:
             return False
         # the lower bound is above the rate iff P(X >= wrong | rate) < 1 - confidence
-        return 1.0 - _binom_cdf(wrong - 1, n, self.max_error_rate) < 1.0 - self.confidence
+        return 1.0 - binom_cdf(wrong - 1, n, self.max_error_rate) < 1.0 - self.confidence
 
     # -- persistence ----------------------------------------------------------------------
 

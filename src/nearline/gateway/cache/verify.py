@@ -7,7 +7,10 @@ when its cached answer is compared with a fresh answer from the model:
   band) — the request went to the model anyway, so its answer is compared at no extra cost;
 * **paid** (a *verification*): a served match on a budgeted share of requests
   (:class:`VerificationBudget`: ``verify_rate`` of served matches, at most
-  ``per_minute``) is also sent to the model in the background; its spend is counted.
+  ``per_minute``) is also sent to the model in the background; its spend is counted. When
+  the answers agree, the question becomes another key of that answer
+  (:meth:`SemanticCache.add_key`): asked again, it matches at similarity 1 instead of
+  at the learned threshold's margin.
 
 The comparison is a pluggable :class:`AnswerJudge`. The default (:class:`AnswerAgreement`)
 takes normalised exact match for short or structured answers (numbers that differ are a
@@ -152,8 +155,10 @@ class OnlineLearning:
         budget: VerificationBudget,
         *,
         on_outcome: OnOutcome | None = None,
+        add_keys: bool = True,
     ) -> None:
         self._cache = cache
+        self._add_keys = add_keys
         self._judge = judge
         self._budget = budget
         self._on_outcome = on_outcome
@@ -198,6 +203,8 @@ class OnlineLearning:
         outcome = Outcome(match.partition, match.entry_id, match.similarity, agreed, paid)
         try:
             await self._cache.record_outcome(outcome)
+            if paid and agreed and self._add_keys:
+                await self._cache.add_key(match, question)
         except SemanticStoreUnavailable as exc:
             logger.warning("semantic outcome not recorded: %s", exc)
         return agreed
