@@ -48,7 +48,7 @@ from nearline.gateway.cache.semantic_types import (
     SemanticStats,
     SemanticThresholds,
 )
-from nearline.gateway.cache.thresholds import LearnedThresholds, Outcome, Rule
+from nearline.gateway.cache.thresholds import Decision, LearnedThresholds, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -189,30 +189,25 @@ class SemanticCache:
             if payload is None:  # expired or deleted in the store before we heard of it
                 await self._forget([neighbour.label])
                 continue
-            band: Band = "hit" if neighbour.similarity >= self.thresholds.hit else "near"
-            rule: Rule = "static"
-            bound: float | None = None
-            if self._learned is not None:
-                decision = self._learned.decide(partition, neighbour.label, neighbour.similarity)
-                band, rule, bound = (
-                    ("hit" if decision.serve else "near"),
-                    decision.rule,
-                    decision.bound,
-                )
-            if band == "hit":
-                self._hits += 1
-                self._learned_hits += rule == "learned"
-            else:
-                self._near += 1
+            similarity = neighbour.similarity
+            decision = (
+                Decision(similarity >= self.thresholds.hit, "static")
+                if self._learned is None
+                else self._learned.decide(partition, neighbour.label, similarity)
+            )
+            band: Band = "hit" if decision.serve else "near"
+            self._hits += decision.serve
+            self._near += not decision.serve
+            self._learned_hits += decision.serve and decision.rule == "learned"
             return SemanticMatch(
                 neighbour.label,
                 payload,
-                neighbour.similarity,
+                similarity,
                 band,
                 entry.query,
                 partition=partition,
-                rule=rule,
-                bound=bound,
+                rule=decision.rule,
+                bound=decision.bound,
             )
         return None
 
@@ -222,9 +217,8 @@ class SemanticCache:
         return self._learned
 
     def count_request(self, partition: str) -> None:
-        """A request of ``partition`` answered without a semantic lookup (an exact hit): one
-        more trial for the per-request bound, whose share is of *requests*. Without learned
-        thresholds, or in per-match mode, it changes nothing."""
+        """A request of ``partition`` answered by another tier (an exact hit): one more trial
+        of the per-request bound (a share of *requests*); no effect otherwise."""
         if self._learned is not None:
             self._learned.count_lookup(partition)
 
@@ -246,13 +240,18 @@ class SemanticCache:
         """
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
+        return await self._store_until(partition, query, payload, None, ttl_s)
+
+    async def _store_until(
+        self, partition: str, query: str, payload: bytes, expires_at: float | None, ttl_s: float
+    ) -> int:
         vector = await self._batcher.embed(query)
         entry = IndexedEntry(
             entry_id=await self._store.next_id(),
             partition=partition,
             query=query,
             vector=vector,
-            expires_at=time.time() + ttl_s,
+            expires_at=time.time() + ttl_s if expires_at is None else expires_at,
         )
         await self._store.put(entry, payload)
         await self._thread.run(self._apply_adds, [entry])
@@ -260,20 +259,16 @@ class SemanticCache:
         return entry.entry_id
 
     async def add_key(self, match: SemanticMatch, query: str) -> int | None:
-        """Make ``query`` another key of ``match``'s answer: for a served match whose answer
-        a fresh one from the model agreed with (a verified paraphrase), so the same
-        question, and paraphrases closer to it than to the entry, match at a higher
-        similarity. Same partition, same payload, the entry's remaining lifetime. Does
-        nothing (``None``) for an entry no longer cached, or when ``query`` is already
-        that entry's key. Raises :class:`SemanticStoreUnavailable` like :meth:`store`."""
+        """``query`` (a served paraphrase the model's answer agreed with) as another key of
+        ``match``'s payload, until the entry expires; ``None`` if that entry is gone or is
+        ``query``'s own. Raises :class:`SemanticStoreUnavailable` like :meth:`store`."""
         entry = self._catalog.get(match.entry_id)
         if entry is None or entry.partition != match.partition or entry.query == query:
             return None
-        ttl_s = entry.expires_at - time.time()
-        if ttl_s <= 0:
+        if entry.expires_at <= time.time():
             return None
         self._densified += 1
-        return await self.store(match.partition, query, match.payload, ttl_s)
+        return await self._store_until(match.partition, query, match.payload, entry.expires_at, 0)
 
     async def store_embedded(
         self,
