@@ -7,11 +7,12 @@ up as latency) first straight to the mock, then through each gateway, phase by p
 run. Latency is measured from the scheduled start to the last byte.
 
 **The figure is the gateway's CPU time per request**: the CPU seconds (user + system, read
-from ``/proc/<pid>/stat`` of the gateway and every process under it) spent during a phase,
-divided by the requests the phase sent. It holds on a machine shared with other work, where
-latency does not. Cache settings: ``off`` (both tiers off: every request is proxied), ``on``
-(exact and semantic tiers on, every prompt new: lookups miss, answers are stored) and
-``hit`` (the ``on`` gateway, the same request every time: the exact tier answers).
+from ``/proc/<pid>/stat`` of the gateway and every process under it) spent during a phase
+and until the gateway is idle again after it, divided by the requests the phase sent. It
+holds on a machine shared with other work, where latency does not. Cache settings: ``off``
+(both tiers off: every request is proxied), ``on`` (exact and semantic tiers on, every
+prompt new: lookups miss, answers are stored) and ``hit`` (the ``on`` gateway, the same
+request every time: the exact tier answers).
 
     .venv/bin/python benchmarks/gateway_overhead.py            # 100, 500, 1000 req/s, 5 s each
     .venv/bin/python benchmarks/gateway_overhead.py --rates 300 --repeat 3 --cache off
@@ -137,6 +138,17 @@ def tree_cpu_s(pid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+async def settle(pid: int, timeout_s: float = 120.0) -> None:
+    """Wait until the process tree is idle (under 10 % of a core for 0.3 s): a gateway that
+    fell behind finishes, or drops, what it queued before the next phase starts."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        start = tree_cpu_s(pid)
+        await asyncio.sleep(0.3)
+        if tree_cpu_s(pid) - start < 0.03:
+            return
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -368,8 +380,9 @@ async def main() -> None:
                     )
                     before, began = tree_cpu_s(gateway.process.pid), time.perf_counter()
                     phase = await run_phase(gateway.url, row.rate, args.seconds, stream, row.cache)
-                    cpu = tree_cpu_s(gateway.process.pid) - before
                     elapsed = time.perf_counter() - began
+                    await settle(gateway.process.pid)  # work left after the phase counts too
+                    cpu = tree_cpu_s(gateway.process.pid) - before
                     if sampling is not None:
                         Profiler.stop(sampling)
                     row.via[gateway.label].append(phase)

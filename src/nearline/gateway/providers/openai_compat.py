@@ -16,7 +16,8 @@ they arrive, and the upstream's response id and model are kept for the spans.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import aiohttp
@@ -80,8 +81,11 @@ class OpenAICompatProvider(HttpUpstream):
                             response.headers.get("Retry-After"),
                             response.reason,
                         )
-                    async for event in _events_from_sse(self.name, response):
-                        yield event
+                    # closed here, not left to the loop's finalizer hook (a wake-up and a
+                    # task per request) when the consumer stops at Done
+                    async with aclosing(_events_from_sse(self.name, response)) as events:
+                        async for event in events:
+                            yield event
                     finished = True
                 finally:
                     if not finished:
@@ -127,7 +131,9 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-async def _events_from_sse(name: str, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+async def _events_from_sse(
+    name: str, response: aiohttp.ClientResponse
+) -> AsyncGenerator[Event, None]:
     finish_reasons: dict[int, FinishReason] = {}
     usage: Usage | None = None
     response_id: str | None = None

@@ -51,6 +51,10 @@ class Answer:
 
     ``request_id`` names it everywhere: the response's ``x-request-id`` and body ``id``, the
     request-log row, the root span. ``aclose`` stops the answer and ends ``spans``.
+
+    ``layers`` are the generators ``rest`` is built on (outermost first): ``aclose`` closes
+    them after it, so that an answer that stopped at ``Done`` leaves none for the loop's
+    finalizer hook (each costs a thread-safe wake-up and a task, after the response).
     """
 
     first: Event
@@ -61,6 +65,7 @@ class Answer:
     similarity: float | None = None
     trace_id: str = ""
     spans: tuple[Span, ...] = ()
+    layers: tuple[AsyncGenerator[Event, None], ...] = ()
 
     async def events(self) -> AsyncIterator[Event]:
         yield self.first
@@ -69,7 +74,7 @@ class Answer:
 
     async def aclose(self) -> None:
         try:
-            await self.rest.aclose()
+            await _close_all((self.rest, *self.layers))
         finally:
             for span in self.spans:
                 span.end()
@@ -197,12 +202,17 @@ class ServingPipeline:
             raise NotCached("no cache tier holds an answer to this request (only-if-cached)")
         provider = self._catalogue.provider_name(call)
         answering_call = policy.carried(call, directive)  # a plan's calls follow it too
-        events = self._observer.traced_call(self._infer(answering_call), call, provider, parent)
+        inferred = self._infer(answering_call)
+        events = self._observer.traced_call(inferred, call, provider, parent)
+        layers: tuple[AsyncGenerator[Event, None], ...] = (events, inferred)
         if directive.store and keys.any:
             events = recorded(events, self._tiers.storer(keys, candidate=near))
+            layers = (events, *layers)
         if self._wants_progressive(call.request, route, progressive):
             events = self._with_preliminary(events, answering, near)
-        return await _started(self._observed(events, answering, Source.INFERENCE, route), answering)
+            layers = ()  # the refined answer may run in a background task: not ours to close
+        observed = self._observed(events, answering, Source.INFERENCE, route)
+        return await _started(observed, answering, layers)
 
     def _observed(
         self,
@@ -242,6 +252,7 @@ class ServingPipeline:
             request_id=answering.request_id,
             source=source,
             similarity=similarity,
+            layers=(replayed,),
         )
 
     def _with_preliminary(
@@ -373,16 +384,37 @@ class _Answering:
     trace_parent: Context | None
 
 
-async def _started(events: AsyncGenerator[Event, None], answering: _Answering) -> Answer:
+async def _started(
+    events: AsyncGenerator[Event, None],
+    answering: _Answering,
+    layers: tuple[AsyncGenerator[Event, None], ...] = (),
+) -> Answer:
     try:
         first = await anext(events)
     except StopAsyncIteration as exc:
+        await _close_all(layers)
         raise UpstreamError("the provider produced no answer") from exc
     if isinstance(first, ErrorEvent):
-        await events.aclose()
+        await _close_all((events, *layers))
         first.error.counted = True  # the observed stream counted it
         raise first.error
-    return Answer(first=first, rest=events, call=answering.call, request_id=answering.request_id)
+    return Answer(
+        first=first,
+        rest=events,
+        call=answering.call,
+        request_id=answering.request_id,
+        layers=layers,
+    )
+
+
+async def _close_all(generators: tuple[AsyncGenerator[Event, None], ...]) -> None:
+    """Close each generator in turn (outermost first), each even if one before it failed."""
+    if not generators:
+        return
+    try:
+        await generators[0].aclose()
+    finally:
+        await _close_all(generators[1:])
 
 
 async def _single(event: Event) -> AsyncGenerator[Event, None]:
