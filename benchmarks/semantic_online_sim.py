@@ -177,7 +177,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     learned,
                     args.verify_rate,
                     args.floor,
-                    args.seed,
+                    args.seed if args.verify_seed is None else args.verify_seed,
                     f"{mode} {bound:g}",
                     add_keys=not args.no_add_keys,
                     count_exact=args.count_exact,
@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument("--verify-rate", type=float, default=0.3)
     parser.add_argument("--floor", type=float, default=0.86)
     parser.add_argument("--modes", default="per-request")
+    parser.add_argument("--verify-seed", type=int, help="verification sample's seed")
     parser.add_argument("--dump", type=Path)
     parser.add_argument("--count-exact", action="store_true", help="exact hits as trials")
     parser.add_argument("--no-add-keys", action="store_true", help="verified paraphrases stay out")
