@@ -235,9 +235,7 @@ class SemanticCache:
 
     async def store(self, partition: str, query: str, payload: bytes, ttl_s: float) -> int:
         """Store ``payload`` as the answer to ``query`` in ``partition``; returns its id.
-
-        Raises :class:`SemanticStoreUnavailable` if a shared store cannot be reached.
-        """
+        Raises :class:`SemanticStoreUnavailable` if a shared store cannot be reached."""
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
         return await self._store_until(partition, query, payload, None, ttl_s)
@@ -246,13 +244,8 @@ class SemanticCache:
         self, partition: str, query: str, payload: bytes, expires_at: float | None, ttl_s: float
     ) -> int:
         vector = await self._batcher.embed(query)
-        entry = IndexedEntry(
-            entry_id=await self._store.next_id(),
-            partition=partition,
-            query=query,
-            vector=vector,
-            expires_at=time.time() + ttl_s if expires_at is None else expires_at,
-        )
+        expires_at = time.time() + ttl_s if expires_at is None else expires_at
+        entry = IndexedEntry(await self._store.next_id(), partition, query, vector, expires_at)
         await self._store.put(entry, payload)
         await self._thread.run(self._apply_adds, [entry])
         await self._evict_over_bound()
@@ -276,10 +269,8 @@ class SemanticCache:
         items: Sequence[tuple[str, Vector, bytes]],
         ttl_s: float,
     ) -> list[int]:
-        """Store questions already embedded by this model: ``(query, unit vector, payload)``.
-
-        For imports and warm-ups (and benchmarks) that have the vectors; skips the model.
-        """
+        """Store questions already embedded by this model: ``(query, unit vector, payload)``,
+        for imports and warm-ups (and benchmarks) that have the vectors; skips the model."""
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
         expires_at = time.time() + ttl_s
