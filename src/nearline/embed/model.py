@@ -243,14 +243,34 @@ def bundled_tokenizer_file() -> Path:
 
 
 def load_embedder(runtime: Runtime = "onnx-int8", *, num_threads: int | None = None) -> Embedder:
-    """Load the local embedding model (seconds; do it once at start-up, off the event loop).
+    """The local embedding model (seconds the first time; do it off the event loop).
 
     ``runtime="onnx-int8"`` (the default) is the fast CPU path; ``"torch"`` runs the fp32
     weights with PyTorch. Both produce 384-d unit vectors of the same model. ``num_threads``
     defaults to 2 for ONNX (non-spinning workers) and 1 for PyTorch (its OpenMP workers spin).
+
+    One per process and settings: an embedder holds no per-caller state and its ``encode`` is
+    safe from any thread, so the semantic tier, the embeddings endpoint and the learned router
+    of a gateway (and every gateway a process builds) share one loaded model instead of
+    reading the weights and building an inference session each (~0.3 s CPU and the model's
+    memory every time). A load that fails is not remembered.
     """
+    threads = num_threads or (1 if runtime == "torch" else 2)
+    with _LOADING:
+        embedder = _LOADED.get((runtime, threads))
+        if embedder is None:
+            embedder = _load(runtime, threads)
+            _LOADED[(runtime, threads)] = embedder
+        return embedder
+
+
+_LOADING = threading.Lock()
+_LOADED: dict[tuple[str, int], Embedder] = {}
+
+
+def _load(runtime: Runtime, num_threads: int) -> Embedder:
     if runtime == "torch":
-        return MiniLMEmbedder(bundled_model_dir(), num_threads=num_threads or 1)
+        return MiniLMEmbedder(bundled_model_dir(), num_threads=num_threads)
     return OnnxMiniLMEmbedder(
-        bundled_onnx_file(), bundled_tokenizer_file(), num_threads=num_threads or 2
+        bundled_onnx_file(), bundled_tokenizer_file(), num_threads=num_threads
     )
