@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nearline.app import create_app
 from nearline.config import Settings, load_settings
 from nearline.gateway.api.state import AppState
-from nearline.testing import ThreadServer, eventually, run_in_thread
+from nearline.testing import ThreadServer, eventually, http, run_in_thread
 from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 T = TypeVar("T")
@@ -114,11 +114,11 @@ class Mock:
 
     def release(self) -> None:
         """Let every held answer go (``MockBehaviour(hold_until_released=True)``)."""
-        httpx.post(f"{self.root}/mock/release", timeout=5).raise_for_status()
+        http.post(f"{self.root}/mock/release", timeout=5).raise_for_status()
 
 
 def _raw_stats(root: str) -> dict[str, int]:
-    stats: dict[str, int] = httpx.get(f"{root}/mock/stats", timeout=5).json()
+    stats: dict[str, int] = http.get(f"{root}/mock/stats", timeout=5).json()
     return stats
 
 
@@ -200,7 +200,7 @@ class Gateway:
         headers = dict(headers or {})
         if key is not None:
             headers["Authorization"] = f"Bearer {key}"
-        return httpx.post(
+        return http.post(
             f"{self.v1}/chat/completions",
             json={"model": model, "messages": messages, **fields},
             headers=headers,
@@ -208,7 +208,7 @@ class Gateway:
         )
 
     def metrics(self) -> str:
-        return httpx.get(f"{self.url}/metrics", timeout=5).text
+        return http.get(f"{self.url}/metrics", timeout=5).text
 
     def metric(self, name: str, **labels: str) -> float:
         """A sample's value from ``/metrics`` (0.0 when absent); ``labels`` must all match."""

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from nearline.testing import serve_in_process
+from nearline.testing import http, serve_in_process
 from nearline.testing.mock_upstream import MockBehaviour
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def two_replicas(tmp_path: Path, make_gateway) -> Iterator[tuple[object, str, st
 
 
 def _ask(url: str, question: str, **headers: str) -> httpx.Response:
-    return httpx.post(
+    return http.post(
         f"{url}/v1/chat/completions",
         timeout=30,
         headers=headers,

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from nearline.config import hash_api_key
+from nearline.testing import http
 from nearline.testing.mock_upstream import MockBehaviour
 
 
@@ -41,7 +42,7 @@ def ask(
 ) -> httpx.Response:
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
-    return httpx.post(
+    return http.post(
         f"{url}/v1/chat/completions",
         timeout=60,
         headers={"Authorization": f"Bearer {key}"},
@@ -120,7 +121,7 @@ def test_an_answer_stored_by_one_replica_is_served_by_another_within_a_second(ga
     paraphrase = question.replace("How do I", "How can I")
     only_cached = {"Authorization": "Bearer sk-a", "Cache-Control": "only-if-cached"}
     while True:  # replica b looks only in its caches: a miss is a 504, never an upstream call
-        probe = httpx.post(
+        probe = http.post(
             f"{b}/v1/chat/completions",
             timeout=10,
             headers=only_cached,

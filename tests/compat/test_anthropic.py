@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
-import httpx
 import pytest
 
 from nearline.config import hash_api_key
 from nearline.core.request import ChatRequest
 from nearline.gateway.providers.anthropic_payload import anthropic_payload
+from nearline.testing import http
 
 WEATHER = {
     "name": "get_weather",
@@ -89,7 +89,7 @@ def test_create_and_stream_agree(gateway: Any, model: str) -> None:
 
 def test_stream_event_order(gateway: Any) -> None:
     body = {"model": "claude", "max_tokens": 5, "messages": ASK, "stream": True}
-    response = httpx.post(f"{gateway.v1}/messages", json=body, timeout=30)
+    response = http.post(f"{gateway.v1}/messages", json=body, timeout=30)
     assert response.status_code == 200
     kinds = [line[7:] for line in response.text.splitlines() if line.startswith("event: ")]
     assert kinds[:3] == ["message_start", "ping", "content_block_start"]
@@ -167,7 +167,7 @@ def test_x_api_key_and_errors(make_gateway: Any) -> None:
     keys = [{"sha256": hash_api_key(key), "tenant": "t1"}]
     gateway = make_gateway(mock, **_settings(mock.base_url, auth={"keys": keys}))
     assert _client(gateway, key).messages.create(model="claude", max_tokens=8, messages=ASK).content
-    bearer = httpx.post(
+    bearer = http.post(
         f"{gateway.v1}/messages",
         json={"model": "m", "max_tokens": 8, "messages": ASK},
         headers={"Authorization": f"Bearer {key}"},
@@ -190,9 +190,9 @@ def test_x_api_key_and_errors(make_gateway: Any) -> None:
 def test_openai_client_on_an_anthropic_upstream(gateway: Any) -> None:
     """The chat route in front of the Anthropic-format provider (its streaming and tools)."""
     body = {"model": "claude", "messages": ASK, "stream": True}
-    response = httpx.post(f"{gateway.v1}/chat/completions", json=body, timeout=30)
+    response = http.post(f"{gateway.v1}/chat/completions", json=body, timeout=30)
     assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n")
-    refused = httpx.post(
+    refused = http.post(
         f"{gateway.v1}/chat/completions", json={**body, "n": 2, "stream": False}, timeout=30
     )
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "n"
@@ -203,10 +203,10 @@ def test_openai_client_on_an_anthropic_upstream(gateway: Any) -> None:
     ):
         ask = {**body, "stream": False, **extra}
         ask["messages"] = [{"role": "user", "content": "Reply in json."}]
-        answer = httpx.post(f"{gateway.v1}/chat/completions", json=ask, timeout=30)
+        answer = http.post(f"{gateway.v1}/chat/completions", json=ask, timeout=30)
         assert answer.status_code == 400 and answer.json()["error"]["param"] == param
     tools = [{"type": "function", "function": {"name": "get_weather", **_schema()}}]
-    called = httpx.post(
+    called = http.post(
         f"{gateway.v1}/chat/completions",
         json={"model": "claude", "messages": ASK, "tools": tools},
         timeout=30,

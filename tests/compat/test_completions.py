@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import openai
 import pytest
+
+from nearline.testing import http
 
 PROMPT = "Write one sentence about caches."
 MODELS = {"m": {"provider": "up", "upstream_model": "mock-1"}, "local": {"provider": "local"}}
@@ -43,7 +44,7 @@ def test_completion_is_the_chat_answer_to_one_user_turn(gateway: Any) -> None:
     assert choice.finish_reason == "stop" and choice.index == 0
     assert completion.usage is not None and completion.usage.completion_tokens == 24
     # The same prompt again is an exact-cache hit: the tier applies to this endpoint too.
-    again = httpx.post(
+    again = http.post(
         f"{gateway.v1}/completions",
         json={"model": "m", "prompt": [PROMPT], "max_tokens": 50},
         timeout=30,
@@ -138,5 +139,5 @@ MALFORMED: list[tuple[str, Any]] = [
 def test_malformed_bodies_are_400s_on_every_new_endpoint(
     gateway: Any, path: str, body: Any
 ) -> None:
-    response = httpx.post(f"{gateway.v1}/{path}", json=body, timeout=30)
+    response = http.post(f"{gateway.v1}/{path}", json=body, timeout=30)
     assert response.status_code == 400, response.text

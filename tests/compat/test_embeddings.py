@@ -17,6 +17,7 @@ import pytest
 
 from nearline.config import hash_api_key
 from nearline.embed import load_embedder
+from nearline.testing import http
 from nearline.testing.mock_anthropic import mock_vector
 
 KEYS = {"alice": "sk-alice-key", "bob": "sk-bob-key"}
@@ -36,7 +37,7 @@ def _client(gateway: Any, tenant: str = "alice") -> openai.OpenAI:
 
 def _post(gateway: Any, body: dict[str, Any], tenant: str = "alice") -> httpx.Response:
     headers = {"Authorization": f"Bearer {KEYS[tenant]}"}
-    return httpx.post(f"{gateway.v1}/embeddings", json=body, headers=headers, timeout=60)
+    return http.post(f"{gateway.v1}/embeddings", json=body, headers=headers, timeout=60)
 
 
 def test_bundled_model_string_and_batch(gateway: Any) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from nearline.config import hash_api_key
+from nearline.testing import http
 
 WEATHER = {
     "type": "function",
@@ -197,7 +197,7 @@ def test_local_model(gateway: Any) -> None:
     )
     assert follow.status in ("completed", "incomplete") and follow.output_text.strip()
     body = {"model": "local", "input": "Hi.", "max_output_tokens": 4, "stream": True}
-    streamed = httpx.post(
+    streamed = http.post(
         f"{gateway.v1}/responses",
         json=body,
         headers={"Authorization": f"Bearer {KEYS['alice']}"},

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-import httpx
 import openai
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from nearline.core.provider import ProviderCall
 from nearline.core.request import ChatRequest
 from nearline.gateway.cache.exact import exact_key
+from nearline.testing import http
 
 ASK = [{"role": "user", "content": "Describe the sky over the sea in one short line."}]
 MODELS = {"m": {"provider": "up", "upstream_model": "mock-1"}, "local": {"provider": "local"}}
@@ -151,9 +151,9 @@ def test_n_choices_through_the_upstream_streamed_and_not(gateway: Any) -> None:
 
 def test_n_choices_are_replayed_by_the_exact_cache(gateway: Any) -> None:
     body = {"model": "m", "messages": ASK, "n": 3}
-    first = httpx.post(f"{gateway.v1}/chat/completions", json=body).json()
-    again = httpx.post(f"{gateway.v1}/chat/completions", json=body).json()
-    single = httpx.post(f"{gateway.v1}/chat/completions", json={**body, "n": 1}).json()
+    first = http.post(f"{gateway.v1}/chat/completions", json=body).json()
+    again = http.post(f"{gateway.v1}/chat/completions", json=body).json()
+    single = http.post(f"{gateway.v1}/chat/completions", json={**body, "n": 1}).json()
     assert again["nearline"]["source"] == "exact"
     assert again["choices"] == first["choices"] and len(first["choices"]) == 3
     assert single["nearline"]["source"] == "inference" and len(single["choices"]) == 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -19,6 +18,7 @@ from nearline.core.request import ChatRequest
 from nearline.gateway.cache.exact import exact_key
 from nearline.gateway.cache.partition import semantic_key
 from nearline.gateway.providers.openai_compat import upstream_payload
+from nearline.testing import http
 
 WEATHER = {
     "type": "function",
@@ -166,7 +166,7 @@ def test_the_exact_cache_replays_a_tool_call_answer_exactly(gateway: Any) -> Non
     body = {"model": "m", "messages": ASK, "tools": [WEATHER, TIME], "parallel_tool_calls": True}
 
     def streamed() -> tuple[list[Any], str]:
-        response = httpx.post(f"{gateway.v1}/chat/completions", json={**body, "stream": True})
+        response = http.post(f"{gateway.v1}/chat/completions", json={**body, "stream": True})
         frames = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
         chunks = [json.loads(frame) for frame in frames[:-1]]
         source = chunks[0]["nearline"]["source"]
@@ -177,8 +177,8 @@ def test_the_exact_cache_replays_a_tool_call_answer_exactly(gateway: Any) -> Non
     assert (first_source, second_source) == ("inference", "exact")
     assert replayed == original  # the same fragments, ids, names, arguments, finish reason
 
-    fresh = httpx.post(f"{gateway.v1}/chat/completions", json={**body, "seed": 4}).json()
-    again = httpx.post(f"{gateway.v1}/chat/completions", json={**body, "seed": 4}).json()
+    fresh = http.post(f"{gateway.v1}/chat/completions", json={**body, "seed": 4}).json()
+    again = http.post(f"{gateway.v1}/chat/completions", json={**body, "seed": 4}).json()
     assert again["nearline"]["source"] == "exact"
     assert again["choices"] == fresh["choices"]
     assert fresh["choices"][0]["finish_reason"] == "tool_calls"

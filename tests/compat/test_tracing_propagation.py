@@ -8,12 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.types import Receive, Scope, Send
 
-from nearline.testing import eventually, serve_in_thread
+from nearline.testing import eventually, http, serve_in_thread
 from nearline.testing.mock_upstream import MockBehaviour, create_mock_app
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -68,7 +67,7 @@ def test_an_incoming_traceparent_parents_the_root_span_and_reaches_the_upstream(
     url, seen = recorded
     exporter = InMemorySpanExporter()
     gateway = _gateway(make_gateway, url, exporter)
-    response = httpx.post(
+    response = http.post(
         f"{gateway.v1}/chat/completions",
         json={**BODY, "stream": stream},
         headers={"traceparent": TRACEPARENT},
@@ -93,10 +92,10 @@ def test_without_a_traceparent_a_new_trace_still_reaches_the_upstream(
 ) -> None:
     url, seen = recorded
     gateway = _gateway(make_gateway, url, None)  # nothing exported: unrecorded spans
-    response = httpx.post(f"{gateway.v1}/chat/completions", json=BODY, timeout=10)
+    response = http.post(f"{gateway.v1}/chat/completions", json=BODY, timeout=10)
     trace_id = response.headers["x-nearline-trace-id"]
     assert seen[-1]["traceparent"].split("-")[1] == trace_id
-    followed = httpx.post(
+    followed = http.post(
         f"{gateway.v1}/chat/completions",
         json=BODY,
         headers={"traceparent": TRACEPARENT},
@@ -113,7 +112,7 @@ def test_an_invalid_traceparent_starts_a_new_trace(
 ) -> None:
     url, _ = recorded
     gateway = _gateway(make_gateway, url, None)
-    response = httpx.post(
+    response = http.post(
         f"{gateway.v1}/chat/completions", json=BODY, headers={"traceparent": bad}, timeout=10
     )
     assert response.status_code == 200

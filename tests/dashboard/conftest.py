@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nearline.testing import eventually
+from nearline.testing import eventually, http
 from nearline.testing.mock_upstream import MockBehaviour
 
 PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
@@ -45,12 +45,12 @@ def gateway_factory(make_gateway: Any) -> Any:
 
 def ask(url: str, model: str, question: str) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": question}]}
-    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+    return http.post(f"{url}/v1/chat/completions", json=body, timeout=30)
 
 
 def leave_after_first_content(url: str, model: str, question: str) -> None:
     body = {"model": model, "stream": True, "messages": [{"role": "user", "content": question}]}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
+    with http.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
         for line in response.iter_lines():
             if '"content"' in line:
                 return
@@ -68,7 +68,7 @@ def data_when(url: str, ready: Any, timeout_s: float = 30.0) -> dict[str, Any]:
     that left when it next writes to it); return the last figures either way."""
 
     def figures() -> dict[str, Any]:
-        data: dict[str, Any] = httpx.get(f"{url}/dashboard/data", timeout=10).json()
+        data: dict[str, Any] = http.get(f"{url}/dashboard/data", timeout=10).json()
         return data
 
     def when_ready() -> dict[str, Any] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,7 +12,7 @@ from starlette.routing import Route
 
 from nearline.config import load_settings
 from nearline.core.errors import ConfigError
-from nearline.testing import free_port, serve_in_thread
+from nearline.testing import free_port, http, serve_in_thread
 from nearline.worker.metrics import WorkerMetrics
 
 
@@ -28,10 +27,10 @@ def metric_sum(metrics_text: str, name: str) -> float:
 
 def test_figures_after_known_traffic(traffic):
     with traffic.gateway() as url:
-        assert httpx.get(f"{url}/dashboard/data", timeout=10).json()["requests"]["total"] == 0
+        assert http.get(f"{url}/dashboard/data", timeout=10).json()["requests"]["total"] == 0
         traffic.send_known(url)
         data = traffic.data_when(url, lambda d: d["abandoned"]["count"] == 1)
-        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        metrics = http.get(f"{url}/metrics", timeout=10).text
 
     assert data["requests"] == {"total": 5, "ok": 3, "error": 1, "abandoned": 1}
     # first useful content: the three fast answers and the abandoned stream's first token
@@ -74,7 +73,7 @@ def test_worker_lag_per_group_and_unreachable_workers(traffic):
     with serve_in_thread(worker_metrics_app(lag=42, pending=3)) as worker:
         urls = [f"{worker}/metrics", nobody]
         with traffic.gateway(dashboard={"worker_metrics_urls": urls}) as url:
-            workers = httpx.get(f"{url}/dashboard/data", timeout=10).json()["workers"]
+            workers = http.get(f"{url}/dashboard/data", timeout=10).json()["workers"]
     assert workers[0] == {
         "url": f"{worker}/metrics",
         "error": None,
@@ -92,8 +91,8 @@ def test_worker_urls_must_be_http():
 
 def test_the_page_and_its_files_are_served(traffic):
     with traffic.gateway() as url:
-        page = httpx.get(f"{url}/dashboard", timeout=10)
+        page = http.get(f"{url}/dashboard", timeout=10)
         assert page.status_code == 200
         assert 'src="static/dashboard.js"' in page.text
         for name in ("dashboard.js", "dashboard.css"):
-            assert httpx.get(f"{url}/static/{name}", timeout=10).status_code == 200
+            assert http.get(f"{url}/static/{name}", timeout=10).status_code == 200

@@ -3,13 +3,11 @@ what the new process serves is added once, not twice."""
 
 from __future__ import annotations
 
-import httpx
-
-from nearline.testing import eventually
+from nearline.testing import eventually, http
 
 
 def _data(url: str) -> dict:
-    response = httpx.get(f"{url}/dashboard/data", timeout=10)
+    response = http.get(f"{url}/dashboard/data", timeout=10)
     response.raise_for_status()
     return response.json()
 

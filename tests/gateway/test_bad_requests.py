@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from nearline.testing import http
+
 pytestmark = pytest.mark.slow
 
 
@@ -16,7 +18,7 @@ def _post(gateway, body: bytes | dict, key: str | None = "alpha", **headers: str
     if isinstance(body, bytes):  # raw bytes are still sent as JSON (a 415 otherwise)
         headers.setdefault("Content-Type", "application/json")
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
-    return httpx.post(f"{gateway.v1}/chat/completions", headers=headers, timeout=30, **kwargs)
+    return http.post(f"{gateway.v1}/chat/completions", headers=headers, timeout=30, **kwargs)
 
 
 def _assert_error(response: httpx.Response, status: int, param: str | None = None) -> dict:
@@ -130,10 +132,10 @@ def test_model_the_tenant_may_not_use(gateway):
 
 
 def test_unknown_route_is_openai_shaped(gateway):
-    response = httpx.get(f"{gateway.v1}/nothing-here", timeout=5)
+    response = http.get(f"{gateway.v1}/nothing-here", timeout=5)
     _assert_error(response, 404)
 
 
 def test_liveness_and_readiness(gateway):
-    assert httpx.get(f"{gateway.url}/healthz", timeout=5).json() == {"status": "ok"}
-    assert httpx.get(f"{gateway.url}/readyz", timeout=5).json() == {"status": "ready"}
+    assert http.get(f"{gateway.url}/healthz", timeout=5).json() == {"status": "ok"}
+    assert http.get(f"{gateway.url}/readyz", timeout=5).json() == {"status": "ready"}

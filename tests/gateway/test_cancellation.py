@@ -17,7 +17,7 @@ from nearline.core.events import Delta
 from nearline.core.provider import ProviderCall
 from nearline.core.request import ChatRequest
 from nearline.gateway.providers.local import LocalProvider
-from nearline.testing import eventually
+from nearline.testing import eventually, http
 from nearline.testing.mock_upstream import MockBehaviour
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ async def test_closing_the_stream_stops_the_local_model_within_a_token():
 def test_http_client_disconnect_stops_the_local_model(make_gateway):
     gateway = make_gateway(models=LOCAL)
     url = gateway.url
-    with httpx.stream(
+    with http.stream(
         "POST",
         f"{url}/v1/chat/completions",
         timeout=30,
@@ -81,7 +81,7 @@ def test_http_client_disconnect_stops_the_local_model(make_gateway):
 
 def test_http_client_disconnect_closes_the_upstream_connection(make_gateway):
     gateway = make_gateway(MockBehaviour(ttft_s=0.01, tokens_per_s=10, completion_tokens=200))
-    with httpx.stream(
+    with http.stream(
         "POST",
         f"{gateway.v1}/chat/completions",
         timeout=30,

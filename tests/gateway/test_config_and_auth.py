@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from nearline.config import hash_api_key, load_settings
 from nearline.core.errors import ConfigError
+from nearline.testing import http
 
 
 def test_yaml_file_and_environment_are_merged_env_wins(tmp_path: Path, monkeypatch):
@@ -78,4 +78,4 @@ def test_keys_are_stored_hashed_and_map_to_tenants(make_gateway):
     assert ok.status_code == 200
     denied = gateway.chat("hi", key=hash_api_key("sk-one"), timeout=10)
     assert denied.status_code == 401  # the stored digest is not itself a key
-    assert httpx.get(f"{gateway.v1}/models", timeout=10).status_code == 401
+    assert http.get(f"{gateway.v1}/models", timeout=10).status_code == 401

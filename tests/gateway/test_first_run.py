@@ -11,11 +11,10 @@ import subprocess
 import sys
 import time
 
-import httpx
 import orjson
 import pytest
 
-from nearline.testing import free_port, wait_until_ready
+from nearline.testing import free_port, http, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +58,7 @@ def test_demo_chat_shows_a_draft_then_the_refined_answer(tmp_path):
         url = f"http://127.0.0.1:{port}"
         wait_until_ready(url, timeout_s=120)
         started = time.monotonic()
-        response = httpx.post(
+        response = http.post(
             f"{url}/v1/chat/completions",
             json={
                 "model": "demo-paid",

@@ -3,10 +3,8 @@ Answers come from nearline's mock upstream (a real HTTP server standing in for a
 
 from __future__ import annotations
 
-import httpx
-
 from nearline.config import load_settings
-from nearline.testing import eventually
+from nearline.testing import eventually, http
 
 FIRST = ["What is the capital of France?", "What's the capital city of France?"]
 NEXT = ["What famous landmarks are in Paris?", "Which famous landmarks can I visit in Paris?"]
@@ -19,7 +17,7 @@ def test_a_learned_follow_up_is_answered_before_it_is_asked(make_gateway):
         gateway.chat(follow_up)
     gateway.settle()  # every observation learnt; any prefetch it started has finished
     assert gateway.metric("nearline_prefetch_total") == 0  # everything was cached anyway
-    httpx.post(f"{gateway.url}/admin/cache/purge", json={}, timeout=5)  # e.g. entries expired
+    http.post(f"{gateway.url}/admin/cache/purge", json={}, timeout=5)  # e.g. entries expired
 
     gateway.chat(FIRST[0])  # ... and the gateway now expects a question about Paris landmarks
     eventually(lambda: gateway.metric("nearline_prefetch_total") >= 1)

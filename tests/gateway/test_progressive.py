@@ -13,13 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import openai
 import orjson
 import pytest
 from fastapi import FastAPI
 
-from nearline.testing import eventually
+from nearline.testing import eventually, http
 from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 pytestmark = pytest.mark.slow
@@ -46,7 +45,7 @@ class Stack:
                 if runs and runs[-1].tokens >= 3:
                     break
                 time.sleep(0.02)
-            httpx.post(f"{self.mock_url}/mock/release", timeout=5)
+            http.post(f"{self.mock_url}/mock/release", timeout=5)
 
         thread = threading.Thread(target=wait_then_release, daemon=True)
         thread.start()
@@ -78,7 +77,7 @@ def stack(make_module_gateway) -> Stack:
 
 
 def _requests(mock_url: str) -> int:
-    return int(httpx.get(f"{mock_url}/mock/stats", timeout=5).json()["requests"])
+    return int(http.get(f"{mock_url}/mock/stats", timeout=5).json()["requests"])
 
 
 def _frames(text: str) -> list[tuple[str, dict]]:
@@ -93,7 +92,7 @@ def _frames(text: str) -> list[tuple[str, dict]]:
 
 def test_sse_shows_a_draft_first_then_the_refined_answer(stack: Stack):
     response = stack.ask(
-        lambda: httpx.post(
+        lambda: http.post(
             f"{stack.url}/v1/chat/completions",
             timeout=60,
             headers={"X-Nearline-Progressive": "1"},
@@ -142,7 +141,7 @@ def test_plain_openai_clients_see_only_the_refined_answer(stack: Stack):
 
 def test_the_json_body_names_the_preliminary_it_would_have_shown(stack: Stack):
     body = stack.ask(
-        lambda: httpx.post(
+        lambda: http.post(
             f"{stack.url}/v1/chat/completions",
             timeout=60,
             json={"model": "big", "messages": QUESTION, "nearline": {"progressive": True}},
@@ -160,11 +159,11 @@ def test_without_progressive_there_is_no_preliminary(stack: Stack):
 
     def release_once_asked() -> None:  # nothing to wait for: no draft runs without progressive
         eventually(lambda: _requests(stack.mock_url) > asked, 30)
-        httpx.post(f"{stack.mock_url}/mock/release", timeout=5)
+        http.post(f"{stack.mock_url}/mock/release", timeout=5)
 
     releaser = threading.Thread(target=release_once_asked, daemon=True)
     releaser.start()
-    response = httpx.post(
+    response = http.post(
         f"{stack.url}/v1/chat/completions",
         timeout=60,
         json={"model": "big", "stream": True, "messages": QUESTION},
@@ -180,13 +179,13 @@ def test_without_progressive_there_is_no_preliminary(stack: Stack):
 
 def test_metrics_count_first_useful_content_by_path_and_replacements(stack: Stack):
     stack.ask(
-        lambda: httpx.post(
+        lambda: http.post(
             f"{stack.url}/v1/chat/completions",
             timeout=60,
             headers={"X-Nearline-Progressive": "1"},
             json={"model": "big", "stream": True, "messages": QUESTION},
         )
     )
-    text = httpx.get(f"{stack.url}/metrics", timeout=5).text
+    text = http.get(f"{stack.url}/metrics", timeout=5).text
     assert 'nearline_time_to_first_useful_content_seconds_count{model="big",source="draft"}' in text
     assert "nearline_preliminaries_total{action=" in text

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from nearline.testing import http
 from nearline.testing.mock_upstream import MockBehaviour
 
 
@@ -27,7 +28,7 @@ def gateway_before(make_gateway):
 
 
 def _ask(url: str, stream: bool = False) -> httpx.Response:
-    return httpx.post(
+    return http.post(
         f"{url}/v1/chat/completions",
         timeout=30,
         json={"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
@@ -40,7 +41,7 @@ def test_upstream_5xx_becomes_502(gateway_before):
         response = _ask(url, stream)
         assert response.status_code == 502
         assert response.json()["error"]["code"] == "upstream_error"
-    metrics = httpx.get(f"{url}/metrics", timeout=5).text
+    metrics = http.get(f"{url}/metrics", timeout=5).text
     assert 'nearline_upstream_errors_total{code="upstream_error",model="m"} 2.0' in metrics
 
 

@@ -7,12 +7,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 import redis
 
 from nearline.config import hash_api_key
+from nearline.testing import http
 
 ADMIN = "sk-admin-issue17"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -31,7 +31,7 @@ def priced_models(price: dict[str, float] | None = None) -> dict[str, Any]:
 
 
 def create_key(url: str, tenant: str = "t", **fields: Any) -> dict[str, Any]:
-    response = httpx.post(
+    response = http.post(
         f"{url}/admin/keys", json={"tenant": tenant, **fields}, headers=ADMIN_AUTH, timeout=10
     )
     assert response.status_code == 201, response.text
@@ -41,7 +41,7 @@ def create_key(url: str, tenant: str = "t", **fields: Any) -> dict[str, Any]:
 
 def chat(url: str, key: str | None, content: str = "What is a cache?", **fields: Any):
     headers = {} if key is None else {"Authorization": f"Bearer {key}"}
-    return httpx.post(
+    return http.post(
         f"{url}/v1/chat/completions",
         json={"model": "m", "messages": [{"role": "user", "content": content}], **fields},
         headers=headers,

@@ -9,13 +9,13 @@ import asyncio
 import time
 import uuid
 
-import httpx
 import pytest
 
 from nearline.config import KeyLimits, LimitsSettings
 from nearline.gateway.limits import Governor, MemoryCounters, RedisCounters
 from nearline.gateway.limits.window import Subject, format_reset
 from nearline.gateway.tenancy import Tenant
+from nearline.testing import http
 
 from .conftest import ADMIN_AUTH, REDIS_URL, admin_auth, chat, create_key, priced_models
 
@@ -53,7 +53,7 @@ def test_requests_per_minute_refused_with_openai_headers(make_gateway, backend):
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     assert refused.headers["x-request-id"]
-    streamed = httpx.post(
+    streamed = http.post(
         f"{gateway.v1}/chat/completions",
         json={"model": "m", "messages": [{"role": "user", "content": "s"}], "stream": True},
         headers={"Authorization": f"Bearer {key}"},
@@ -127,14 +127,14 @@ def test_a_budget_stops_spend_and_spend_is_reported(make_gateway, backend):
     assert refused.headers["x-should-retry"] == "false"
     assert gateway.upstream.requests() == 2
 
-    spend = httpx.get(
+    spend = http.get(
         f"{gateway.url}/admin/spend", params={"tenant": "acme"}, headers=ADMIN_AUTH
     ).json()
     assert spend["spend_usd"] == pytest.approx(54.0)
     assert spend["saved_usd"] == pytest.approx(27.0)  # the exact hit
     assert spend["requests"] == 3
     assert [row["key"] for row in spend["by"]] == [made["id"]]
-    by_key = httpx.get(
+    by_key = http.get(
         f"{gateway.url}/admin/spend", params={"key": "key-none"}, headers=ADMIN_AUTH
     ).json()
     assert by_key["requests"] == 0
@@ -147,13 +147,11 @@ def test_spend_since_and_filters(make_gateway):
     key = create_key(gateway.url, "acme")["key"]
     assert chat(gateway.url, key, "x").status_code == 200
     url = f"{gateway.url}/admin/spend"
-    future = httpx.get(url, params={"since": "2999-01-01"}, headers=ADMIN_AUTH).json()
+    future = http.get(url, params={"since": "2999-01-01"}, headers=ADMIN_AUTH).json()
     assert future["requests"] == 0
-    past = httpx.get(
-        url, params={"since": "2020-01-01T00:00:00Z", "model": "m"}, headers=ADMIN_AUTH
-    )
+    past = http.get(url, params={"since": "2020-01-01T00:00:00Z", "model": "m"}, headers=ADMIN_AUTH)
     assert past.json()["requests"] == 1
-    assert httpx.get(url, params={"since": "soon"}, headers=ADMIN_AUTH).status_code == 400
+    assert http.get(url, params={"since": "soon"}, headers=ADMIN_AUTH).status_code == 400
 
 
 def test_budget_spend_survives_a_restart_in_the_embedded_default(make_gateway, tmp_path):

@@ -11,13 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 import redis
 import yaml
 
-from nearline.testing import serve_in_process
+from nearline.testing import http, serve_in_process
 from nearline.testing.mock_upstream import MockBehaviour
 
 from .conftest import ADMIN_AUTH, POSTGRES, REDIS_URL, admin_auth, chat, create_key, priced_models
@@ -71,7 +70,7 @@ def _seen_by(url: str, key: str, status: int, within_s: float) -> float:
     """Seconds until ``url`` answers ``key``'s chat with ``status`` (fails after ``within_s``)."""
     start = time.monotonic()
     while True:
-        answer = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        answer = http.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"})
         elapsed = time.monotonic() - start
         if answer.status_code == status:
             return elapsed
@@ -99,7 +98,7 @@ def test_a_revoked_key_is_refused_by_every_replica_within_a_second(replicas):
     made = create_key(b, "revoked")
     key = made["key"]
     seen = _seen_by(a, key, 200, 1.0)  # a new key reaches the other replica within 1 s too
-    revoked = httpx.post(f"{b}/admin/keys/{made['id']}/revoke", headers=ADMIN_AUTH)
+    revoked = http.post(f"{b}/admin/keys/{made['id']}/revoke", headers=ADMIN_AUTH)
     assert revoked.status_code == 200
     assert chat(b, key).status_code == 401  # at once where it was revoked
     refused_after = _seen_by(a, key, 401, 1.0)
@@ -121,7 +120,7 @@ def test_a_budget_stops_spend_across_replicas(replicas):
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "insufficient_quota"
     time.sleep(1.2)  # each replica writes its ledger every second
-    spend = httpx.get(f"{a}/admin/spend", params={"key": made["id"]}, headers=ADMIN_AUTH).json()
+    spend = http.get(f"{a}/admin/spend", params={"key": made["id"]}, headers=ADMIN_AUTH).json()
     assert spend["requests"] == 2
     assert spend["spend_usd"] == pytest.approx(54.0)
 
@@ -137,5 +136,5 @@ def test_limits_and_spend_survive_a_restart(config):
         refused = chat(url, key, "four")
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "rate_limit_exceeded"
-        spend = httpx.get(f"{url}/admin/spend", params={"key": made["id"]}, headers=ADMIN_AUTH)
+        spend = http.get(f"{url}/admin/spend", params={"key": made["id"]}, headers=ADMIN_AUTH)
         assert spend.json()["spend_usd"] == pytest.approx(50.0)  # two answers of $25

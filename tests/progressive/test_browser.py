@@ -14,10 +14,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.async_api import Browser, Page
 
+from nearline.testing import http
 from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def refined_text(messages: list[dict[str, str]]) -> str:
 
 def release(stack: Any) -> None:
     """Let the held paid answer start (its 1.5 s to first token runs from here)."""
-    httpx.post(f"{stack.mock}/mock/release", timeout=5).raise_for_status()
+    http.post(f"{stack.mock}/mock/release", timeout=5).raise_for_status()
 
 
 async def ask(page: Page, text: str, transport: str) -> Any:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import re
 
-import httpx
 import pytest
 from playwright.async_api import Browser
 
+from nearline.testing import http
 from nearline.testing.mock_upstream import MockBehaviour
 
 pytestmark = pytest.mark.slow
@@ -18,7 +18,7 @@ TIME = r"\d+ ms|\d+\.\d s"
 
 
 def release(mock: str) -> None:
-    httpx.post(f"{mock}/mock/release", timeout=5).raise_for_status()
+    http.post(f"{mock}/mock/release", timeout=5).raise_for_status()
 
 
 async def _open(browser: Browser, url: str):  # type: ignore[no-untyped-def]

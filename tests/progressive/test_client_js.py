@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 from playwright.async_api import Browser, Page
 
 from nearline.config import hash_api_key
+from nearline.testing import http
 from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 pytestmark = pytest.mark.slow
@@ -86,12 +86,12 @@ async def test_the_socket_client_cancels_one_request_and_finishes_the_other(make
 
 def test_static_files_are_served_by_exact_name_only(make_stack):
     with make_stack(MockBehaviour()) as stack:
-        page = httpx.get(f"{stack.gateway}/", timeout=5)
-        script = httpx.get(f"{stack.gateway}/static/nearline.js", timeout=5)
+        page = http.get(f"{stack.gateway}/", timeout=5)
+        script = http.get(f"{stack.gateway}/static/nearline.js", timeout=5)
         escapes = [
-            httpx.get(f"{stack.gateway}/static/..%2Fapp.py", timeout=5),
-            httpx.get(f"{stack.gateway}/static/%2e%2e%2fpages.py", timeout=5),
-            httpx.get(f"{stack.gateway}/static/missing.js", timeout=5),
+            http.get(f"{stack.gateway}/static/..%2Fapp.py", timeout=5),
+            http.get(f"{stack.gateway}/static/%2e%2e%2fpages.py", timeout=5),
+            http.get(f"{stack.gateway}/static/missing.js", timeout=5),
         ]
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
 from nearline.cli import main
 from nearline.gateway.warm import LineError, parse_line, read_questions
+from nearline.testing import http
 from nearline.testing.mock_upstream import MockBehaviour
 
 QUESTIONS = [
@@ -40,7 +40,7 @@ def warm(stack: Any, path: Path, *extra: str) -> int:
 
 
 def source_of(stack: Any, messages: list[dict[str, str]], stream: bool = True) -> str:
-    response = httpx.post(
+    response = http.post(
         f"{stack.gateway}/v1/chat/completions",
         timeout=30,
         json={"model": "big", "messages": messages, "stream": stream},

@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from nearline.cli import main
+from nearline.testing import http
 from nearline.testing.mock_upstream import MockBehaviour
 
 QUESTIONS = ["What is a latency budget?", "How does an exact cache work?", "Why stream tokens?"]
@@ -31,7 +30,7 @@ def test_a_state_file_does_not_hide_an_empty_cache(make_stack, tmp_path, capsys)
         assert "0 warmed, 0 already warm, 3 skipped (done before)" in (capsys.readouterr().err)
         assert stack.stats()["requests"] == len(QUESTIONS)
 
-        purged = httpx.post(f"{stack.gateway}/admin/cache/purge", json={}, timeout=5)
+        purged = http.post(f"{stack.gateway}/admin/cache/purge", json={}, timeout=5)
         assert purged.status_code == 200, purged.text
         assert warm(stack, path) == 0  # the state file says done; the gateway says not cached
         assert "3 warmed, 0 already warm, 0 skipped" in capsys.readouterr().err

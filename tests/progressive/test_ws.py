@@ -6,7 +6,6 @@ import asyncio
 from collections import defaultdict
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,7 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from nearline.config import hash_api_key
-from nearline.testing import eventually_async
+from nearline.testing import eventually_async, http
 from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
 KEY = "sk-ws-alpha"
@@ -280,7 +279,7 @@ async def test_a_progressive_answer_over_the_socket_drafts_first_and_cancel_stop
             first = await receive(socket, timeout_s=60)
             assert (first["type"], first["id"], first["source"]) == ("preliminary", "p", "draft")
             assert first["text"]
-            await asyncio.to_thread(httpx.post, f"{stack.mock}/mock/release", timeout=5)
+            await asyncio.to_thread(http.post, f"{stack.mock}/mock/release", timeout=5)
             messages = [first, *await until_done(socket, {"p"})]
             kinds = [m["type"] for m in messages]
             replace = kinds.index("replace")
@@ -335,6 +334,6 @@ async def test_the_progressive_header_on_the_upgrade_applies_to_the_sockets_requ
             await socket.send(chat("h", "Why is the sky blue?"))
             first = await receive(socket, timeout_s=60)
             assert (first["type"], first["source"]) == ("preliminary", "draft")
-            await asyncio.to_thread(httpx.post, f"{stack.mock}/mock/release", timeout=5)
+            await asyncio.to_thread(http.post, f"{stack.mock}/mock/release", timeout=5)
             messages = await until_done(socket, {"h"})
             assert messages[-1]["type"] == "done"

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nearline.cli import main
+from nearline.testing import http
 from nearline.testing.mock_upstream import MockBehaviour
 
 PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
@@ -34,7 +35,7 @@ def counter_sum(metrics_text: str, name: str) -> float:
 
 def ask(url: str, model: str, question: str) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": question}]}
-    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+    return http.post(f"{url}/v1/chat/completions", json=body, timeout=30)
 
 
 def leave_after_first_content(url: str, model: str, question: str) -> None:
@@ -43,7 +44,7 @@ def leave_after_first_content(url: str, model: str, question: str) -> None:
         "stream": True,
         "messages": [{"role": "user", "content": question}],
     }
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
+    with http.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
         for line in response.iter_lines():
             if '"content"' in line:
                 return  # the client goes away mid-answer
@@ -67,7 +68,7 @@ def gateway_run(tmp_path_factory: pytest.TempPathFactory, make_module_gateway) -
         assert ask(url, "slow", "what is latency?").status_code == 200
     assert ask(url, "broken", "anyone there?").status_code == 502
     leave_after_first_content(url, "trickle", "tell me a long story")
-    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    metrics = http.get(f"{url}/metrics", timeout=10).text
     gateway.stop()  # shutting the gateway down flushed the request log
     return db, metrics
 

@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 
 from nearline.config import hash_api_key
 from nearline.gateway.telemetry.requestlog import TABLE
+from nearline.testing import http
 from nearline.testing.mock_upstream import MockBehaviour
 
 PLANNER = MockBehaviour(ttft_s=0.01, tokens_per_s=2000, completion_tokens=18, numbered_lines=3)
@@ -70,7 +71,7 @@ def sse_items(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
 
 
 def stream_chat(gateway, model: str = "research", **body: Any) -> list[tuple[str, Any]]:
-    with httpx.stream(
+    with http.stream(
         "POST",
         f"{gateway.v1}/chat/completions",
         json={
@@ -268,7 +269,7 @@ def test_closing_the_stream_cancels_every_step_in_flight(make_gateway):
     executor = make_gateway.mock(MockBehaviour(ttft_s=5.0), fresh=True)  # steps in flight
     gateway = plan_gateway(make_gateway, planner, executor, plan={"parallel": True})
     started = time.perf_counter()
-    with httpx.stream(
+    with http.stream(
         "POST",
         f"{gateway.v1}/chat/completions",
         json={"model": "research", "messages": [{"role": "user", "content": TASK}], "stream": True},

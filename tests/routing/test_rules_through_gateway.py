@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 
 from nearline.config import hash_api_key
+from nearline.testing import http
 
 
 def test_rules_pick_the_tier_and_the_exact_cache_keeps_tiers_apart(make_gateway):
@@ -37,7 +38,7 @@ def test_rules_pick_the_tier_and_the_exact_cache_keeps_tiers_apart(make_gateway)
     url = gateway.url
 
     def ask(key: str, **headers: str) -> httpx.Response:
-        return httpx.post(
+        return http.post(
             f"{url}/v1/chat/completions",
             timeout=10,
             headers={"Authorization": f"Bearer {key}", **headers},
@@ -81,7 +82,7 @@ def test_the_learned_policy_routes_inside_the_gateway(make_gateway):
     url = gateway.url
 
     def ask(question: str) -> None:
-        response = httpx.post(
+        response = http.post(
             f"{url}/v1/chat/completions",
             timeout=30,
             json={"model": "chat", "messages": [{"role": "user", "content": question}]},

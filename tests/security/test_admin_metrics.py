@@ -14,18 +14,19 @@ import httpx
 import pytest
 
 from nearline.config import hash_api_key
+from nearline.testing import http
 
 ADMIN, METRICS, TENANT = "sk-admin", "sk-metrics", "sk-tenant"
 
 
 def purge(gateway: Any, key: str | None = None) -> httpx.Response:
     headers = {} if key is None else {"Authorization": f"Bearer {key}"}
-    return httpx.post(f"{gateway.url}/admin/cache/purge", json={}, headers=headers, timeout=5)
+    return http.post(f"{gateway.url}/admin/cache/purge", json={}, headers=headers, timeout=5)
 
 
 def get(gateway: Any, path: str, key: str | None = None) -> httpx.Response:
     headers = {} if key is None else {"Authorization": f"Bearer {key}"}
-    return httpx.get(f"{gateway.url}{path}", headers=headers, timeout=10)
+    return http.get(f"{gateway.url}{path}", headers=headers, timeout=10)
 
 
 def test_admin_keys_alone_protect_the_purge(make_gateway):

@@ -20,6 +20,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from nearline.testing import http
+
 EVIL = "http://evil.example"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "What is a cache?"}]}
 
@@ -30,7 +32,7 @@ def post(
     """POST ``body`` as JSON bytes with exactly the given headers (``content_type`` too)."""
     content_type = headers.pop("content_type", "application/json")
     sent = {"content-type": content_type, **{k.replace("_", "-"): v for k, v in headers.items()}}
-    return httpx.post(f"{gateway.url}{path}", content=orjson.dumps(body), headers=sent, timeout=10)
+    return http.post(f"{gateway.url}{path}", content=orjson.dumps(body), headers=sent, timeout=10)
 
 
 def port_of(gateway: Any) -> int:
@@ -94,7 +96,7 @@ def test_a_rebound_host_name_is_refused(gateway, host):
     refused = post(gateway, host=host.format(port=port_of(gateway)))
     assert refused.status_code == 403, refused.text
     assert refused.json()["error"]["code"] == "host_not_allowed"
-    health = httpx.get(
+    health = http.get(
         f"{gateway.url}/healthz", headers={"host": host.format(port=port_of(gateway))}
     )
     assert health.status_code == 403  # every path: a rebound page could read any of them

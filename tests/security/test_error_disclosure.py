@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import connect
@@ -23,6 +22,7 @@ from nearline.core.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from nearline.testing import http
 from nearline.testing.mock_upstream import MockBehaviour
 
 SECRET_PROVIDER = "internal-vllm"
@@ -57,7 +57,7 @@ def _assert_logged(caplog: pytest.LogCaptureFixture, request_id: str, detail: st
 def test_an_unreachable_upstream_names_the_request_not_the_host(make_gateway, caplog):
     gateway = _gateway(make_gateway, "http://127.0.0.1:9/v1")
     for stream in (False, True):
-        response = httpx.post(
+        response = http.post(
             f"{gateway.v1}/chat/completions", json={**BODY, "stream": stream}, timeout=30
         )
         assert response.status_code == 502
@@ -82,7 +82,7 @@ def test_an_upstream_error_body_is_not_passed_on(
 ):
     mock = make_gateway.mock(behaviour)
     gateway = _gateway(make_gateway, mock.base_url)
-    response = httpx.post(f"{gateway.v1}/chat/completions", json=BODY, timeout=30)
+    response = http.post(f"{gateway.v1}/chat/completions", json=BODY, timeout=30)
     assert response.status_code == status
     message = response.json()["error"]["message"]
     _assert_discreet(message, upstream_body)
@@ -93,7 +93,7 @@ def test_an_upstream_error_body_is_not_passed_on(
 def test_a_mid_stream_failure_frame_names_the_request_not_the_upstream(make_gateway, caplog):
     mock = make_gateway.mock(MockBehaviour(disconnect_rate=1.0, completion_tokens=10))
     gateway = _gateway(make_gateway, mock.base_url)
-    response = httpx.post(
+    response = http.post(
         f"{gateway.v1}/chat/completions", json={**BODY, "stream": True}, timeout=30
     )
     assert response.status_code == 200

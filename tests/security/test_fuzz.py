@@ -27,6 +27,7 @@ from nearline.gateway.api.openai import parse_chat_request
 from nearline.gateway.cache.exact import exact_key
 from nearline.gateway.cache.partition import semantic_key
 from nearline.gateway.providers.openai_compat import upstream_payload
+from nearline.testing import http
 
 BOUNDED = settings(
     max_examples=150,
@@ -218,7 +219,7 @@ def fuzzed(make_module_gateway: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def published(fuzzed: Any) -> dict[str, Any]:
-    spec = httpx.get(f"{fuzzed.url}/openapi.json", timeout=10).json()
+    spec = http.get(f"{fuzzed.url}/openapi.json", timeout=10).json()
     content = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]
     schema: dict[str, Any] = content["application/json"]["schema"]
     return schema

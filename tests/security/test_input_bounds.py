@@ -23,6 +23,7 @@ from nearline.core.request import MAX_DEPTH, ChatRequest
 from nearline.gateway.api.openai import parse_chat_request
 from nearline.gateway.cache.exact import exact_key
 from nearline.gateway.providers.openai_compat import upstream_payload
+from nearline.testing import http
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -129,7 +130,7 @@ def test_too_many_values_in_total_is_a_400() -> None:
 
 
 def _post(gateway: Any, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{gateway.v1}/chat/completions", json=body, timeout=30)
+    return http.post(f"{gateway.v1}/chat/completions", json=body, timeout=30)
 
 
 def _deep_field(field: str) -> Any:

@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from nearline.testing import http
+
 EXACT_ONLY = {"semantic": {"enabled": False}}
 
 
@@ -16,7 +18,7 @@ class Bug(Exception):
 
 def _ask(gateway: Any) -> httpx.Response:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    return httpx.post(f"{gateway.v1}/chat/completions", json=body, timeout=30)
+    return http.post(f"{gateway.v1}/chat/completions", json=body, timeout=30)
 
 
 def test_a_bug_in_the_pipeline_is_a_json_500_naming_the_request(
@@ -46,7 +48,7 @@ def test_a_bug_outside_the_chat_service_is_a_json_500(make_gateway, monkeypatch,
         raise Bug("secret")
 
     monkeypatch.setattr(gateway.state.catalogue, "names_for", broken)
-    response = httpx.get(f"{gateway.v1}/models", timeout=30)
+    response = http.get(f"{gateway.v1}/models", timeout=30)
     error = openai_error(response, 500)
     assert "secret" not in error["message"]
     assert response.headers["x-request-id"] in error["message"]

@@ -28,6 +28,7 @@ from nearline.gateway.serving.service import ChatService
 from nearline.gateway.serving.tiers import CacheTiers
 from nearline.gateway.telemetry.observe import AnswerObserver
 from nearline.gateway.tenancy import Tenant
+from nearline.testing import http
 from nearline.testing.scripted import ScriptedProvider
 
 ANSWER: tuple[Event, ...] = (Delta("Paris"), Delta(" it is."), Usage(5, 2), Done())
@@ -205,7 +206,7 @@ def test_a_public_model_opens_its_tier_to_every_key(make_gateway):
     )
     assert ask(gateway, SMALL_KEY, "frontier").status_code == 200
     assert ask(gateway, SMALL_KEY, model="big").status_code == 200  # and directly
-    listed = httpx.get(
+    listed = http.get(
         f"{gateway.v1}/models", headers={"Authorization": f"Bearer {SMALL_KEY}"}, timeout=5
     )
     assert {m["id"] for m in listed.json()["data"]} == {"small", "big"}

@@ -18,6 +18,7 @@ import pytest
 
 from nearline.core.errors import InvalidRequest
 from nearline.gateway.api.openai import parse_chat_request
+from nearline.testing import http
 
 HI = [{"role": "user", "content": "hi"}]
 BODY = {"model": "m", "messages": HI, "max_tokens": 3}
@@ -80,9 +81,7 @@ def test_values_of_the_right_type_still_parse() -> None:
 
 def _post(gateway: Any, content: bytes, **headers: str) -> httpx.Response:
     headers.setdefault("content-type", "application/json")
-    return httpx.post(
-        f"{gateway.v1}/chat/completions", content=content, headers=headers, timeout=30
-    )
+    return http.post(f"{gateway.v1}/chat/completions", content=content, headers=headers, timeout=30)
 
 
 def test_a_gzip_body_is_decoded(uncached_gateway: Any) -> None:

@@ -84,6 +84,8 @@ async def test_requests_in_flight_per_connection_are_capped(make_gateway):
         assert refused["error"]["code"] == "too_many_requests_in_flight"
         assert "server.websocket.max_in_flight" in refused["error"]["message"]
         assert "2" in refused["error"]["message"]
+        # a release lets go only of the answers held by then: wait until both reached the mock
+        await asyncio.to_thread(held.wait_for, "requests", 2)
         held.release()
         done: set[str] = set()
         while done != {"a", "b"}:  # the two within the cap are answered

@@ -26,6 +26,11 @@ class MakeBroker(Protocol):
     async def __call__(self, bound: StreamBound | None = None) -> Broker: ...
 
 
+@pytest.fixture(autouse=True)
+def _quick_polls(quick_worker_polls: None) -> None:
+    """Every in-process worker here polls every 50 ms (see ``quick_worker_polls``)."""
+
+
 @pytest.fixture
 def prefix() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"

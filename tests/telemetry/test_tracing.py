@@ -3,14 +3,13 @@ real HTTP collector on loopback. Requests go through nearline's mock upstream.""
 
 from __future__ import annotations
 
-import httpx
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nearline.testing import eventually, serve_in_thread
+from nearline.testing import eventually, http, serve_in_thread
 
 BODY = {
     "model": "m",
@@ -23,8 +22,8 @@ BODY = {
 def test_spans_per_stage_with_genai_attributes_and_trace_id_header(make_gateway):
     exporter = InMemorySpanExporter()
     gateway = make_gateway(span_exporter=exporter)
-    miss = httpx.post(f"{gateway.v1}/chat/completions", json=BODY, timeout=10)
-    hit = httpx.post(f"{gateway.v1}/chat/completions", json={**BODY, "stream": True}, timeout=10)
+    miss = http.post(f"{gateway.v1}/chat/completions", json=BODY, timeout=10)
+    hit = http.post(f"{gateway.v1}/chat/completions", json={**BODY, "stream": True}, timeout=10)
     assert hit.status_code == 200
 
     def ended(trace_id: str) -> bool:  # a root span ends when its request's task finishes
@@ -64,7 +63,7 @@ def test_spans_per_stage_with_genai_attributes_and_trace_id_header(make_gateway)
 
 
 def test_errors_carry_the_trace_id_too(make_gateway):
-    response = httpx.post(f"{make_gateway(models={}).v1}/chat/completions", json=BODY, timeout=10)
+    response = http.post(f"{make_gateway(models={}).v1}/chat/completions", json=BODY, timeout=10)
     assert response.status_code == 404
     assert len(response.headers["x-nearline-trace-id"]) == 32
 
@@ -79,7 +78,7 @@ def test_spans_are_exported_over_otlp_when_an_endpoint_is_configured(make_gatewa
     collector = Starlette(routes=[Route("/v1/traces", collect, methods=["POST"])])
     with serve_in_thread(collector) as collector_url:
         gateway = make_gateway(tracing={"otlp_endpoint": collector_url})
-        response = httpx.post(f"{gateway.v1}/chat/completions", json=BODY, timeout=10)
+        response = http.post(f"{gateway.v1}/chat/completions", json=BODY, timeout=10)
         gateway.stop()  # shutting the app down flushes the batching exporter
     assert received, "no OTLP export reached the collector"
     payload = b"".join(received)

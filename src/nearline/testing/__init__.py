@@ -27,6 +27,8 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
+from nearline.testing import http
+
 T = TypeVar("T")
 
 __all__ = [
@@ -176,7 +178,7 @@ def wait_until_ready(
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the server exited with status {process.returncode} before ready")
         try:
-            if httpx.get(f"{base_url}{path}", timeout=1.0).status_code == 200:
+            if http.get(f"{base_url}{path}", timeout=1.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
