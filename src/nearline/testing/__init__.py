@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import os
 import socket
 import subprocess
@@ -77,10 +78,35 @@ async def eventually_async(
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now.
+
+    Under pytest-xdist each worker takes its ports from a block of its own below the kernel's
+    ephemeral range (Linux: 32768-60999), so a port one worker found free cannot be handed to
+    another worker's server (or client socket) before the first one binds it: a ``nearline
+    serve`` that lost that race would fail to start while another gateway answered its URL.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return _bind_free(0)
+    first = _PORT_BLOCKS_START + int(worker.removeprefix("gw")) % _PORT_BLOCKS * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = first + next(_port_turns) % _PORT_BLOCK
+        try:
+            return _bind_free(port)
+        except OSError:  # in use (or still in TIME_WAIT): the next one
+            continue
+    raise RuntimeError(f"no free port in {first}-{first + _PORT_BLOCK - 1}")
+
+
+_PORT_BLOCKS_START, _PORT_BLOCK, _PORT_BLOCKS = 20_000, 1_000, 12
+_port_turns = itertools.count()
+
+
+def _bind_free(port: int) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        sock.bind(("127.0.0.1", port))
+        bound: int = sock.getsockname()[1]
+        return bound
 
 
 class QuickStopServer(uvicorn.Server):

@@ -54,7 +54,9 @@ _PLAIN_ACK_MAX = 20  # more ids than this are acknowledged through one script ar
 # ARGV: bound (-1: none), dedupe ttl (s), dedupe key prefix, one JSON array
 # [key1, payload1, key2, payload2, ...] (key "" = no dedupe): one argument instead of two per
 # message, because redis-py packs every argument in Python; then the retention: max length
-# (-1: none, trimmed approximately on each XADD) and the oldest id to keep ("": none).
+# (-1: none, trimmed approximately on each XADD) and the maximum age in ms ("": none), cut
+# by Redis's clock, which the dedupe keys expire by (a client clock could keep an entry a key
+# outlived).
 _PUBLISH_SCRIPT = """
 local stream = KEYS[1]
 local bound = tonumber(ARGV[1])
@@ -62,7 +64,7 @@ local ttl = tonumber(ARGV[2])
 local prefix = ARGV[3]
 local items = cjson.decode(ARGV[4])
 local max_len = tonumber(ARGV[5])
-local min_id = ARGV[6]
+local max_age_ms = ARGV[6]
 if bound >= 0 then
   local fresh = 0
   for i = 1, #items, 2 do
@@ -90,7 +92,12 @@ for i = 1, #items, 2 do
     ids[#ids + 1] = id
   end
 end
-if min_id ~= '' then redis.call('XTRIM', stream, 'MINID', min_id) end
+if max_age_ms ~= '' then  -- by Redis's clock, the one the dedupe keys expire by
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local cutoff = now_ms - tonumber(max_age_ms)
+  redis.call('XTRIM', stream, 'MINID', string.format('%d-0', cutoff))
+end
 return ids
 """
 
@@ -208,16 +215,16 @@ class RedisStreamsBroker:
             items.append(orjson.dumps(dict(message.data)).decode())
         retention = self._bound.retention(stream)
         max_len = -1 if retention is None or retention.max_len is None else retention.max_len
-        min_id = ""
+        max_age_ms = ""
         if retention is not None and retention.max_age_s is not None:
-            min_id = f"{int(time.time() * 1000) - retention.max_age_s * 1000}-0"
+            max_age_ms = str(int(retention.max_age_s * 1000))
         args: list[int | str | bytes] = [
             -1 if bound is None else bound,
             self._dedupe_ttl_s or self._bound.dedupe_ttl(stream),
             dedupe_prefix(stream),
             orjson.dumps(items),
             max_len,
-            min_id,
+            max_age_ms,
         ]
         with _boundary("publish"):
             result = await self._publish(keys=[stream], args=args)
