@@ -202,12 +202,12 @@ async def test_limits_never_block_the_event_loop(kind, redis_prefix):
 
     ticker = asyncio.create_task(tick())
     await asyncio.sleep(0)
-    cpu = time.process_time()
+    cpu = time.thread_time()  # this thread's: the loop's, not other tests' server threads
     try:
         for _ in range(300):
             await governor.admit(tenant)
             counters.add_tokens([Subject("key", "k", limits)], 10)
-        cpu = time.process_time() - cpu
+        cpu = time.thread_time() - cpu
         ran = ticks
     finally:
         ticker.cancel()
