@@ -120,7 +120,7 @@ async def test_the_page_shows_a_marked_draft_first_then_the_refined_answer(
     # The paid answer is held until the page shows the draft, so the order under test does
     # not depend on how busy this machine is (the local model may need seconds here).
     paid = MockBehaviour(
-        ttft_s=1.5, tokens_per_s=40, completion_tokens=PAID_TOKENS, hold_until_released=True
+        ttft_s=1.5, tokens_per_s=12, completion_tokens=PAID_TOKENS, hold_until_released=True
     )
     first_question = "Why is the sky blue?"
     second_question = "And why are sunsets red?"
