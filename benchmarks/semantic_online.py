@@ -332,15 +332,21 @@ def configs(
             yield f"{mode} {bound:g}", semantic
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def trace_parser(description: str, modes: str) -> argparse.ArgumentParser:
+    """The options of the trace and the learned runs, shared with semantic_online_sim."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--bounds", default="0.01,0.05")
     parser.add_argument("--verify-rate", type=float, default=0.3)
     parser.add_argument("--floor", type=float, default=0.86, help="learned runs' near_threshold")
-    parser.add_argument("--modes", default="per-match,per-request")
+    parser.add_argument("--modes", default=modes)
+    return parser
+
+
+def main() -> None:
+    parser = trace_parser(__doc__.split("\n\n")[0], "per-match,per-request")
     args = parser.parse_args()
 
     intents = load_intents(args.data)

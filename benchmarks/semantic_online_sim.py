@@ -31,7 +31,7 @@ from nearline.gateway.cache.thresholds import LearnedThresholds
 from nearline.gateway.cache.verify import AnswerAgreement, OnlineLearning, VerificationBudget
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from semantic_online import DATA, Asked, answer_of, build_trace, load_intents
+from semantic_online import Asked, answer_of, build_trace, load_intents, trace_parser
 
 PARTITION = "t|m|sim"
 
@@ -193,14 +193,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=18)
-    parser.add_argument("--bounds", default="0.01,0.05")
-    parser.add_argument("--verify-rate", type=float, default=0.3)
-    parser.add_argument("--floor", type=float, default=0.86)
-    parser.add_argument("--modes", default="per-request")
+    parser = trace_parser(__doc__.split("\n\n")[0], "per-request")
     parser.add_argument("--verify-seed", type=int, help="verification sample's seed")
     parser.add_argument("--dump", type=Path)
     parser.add_argument("--count-exact", action="store_true", help="exact hits as trials")

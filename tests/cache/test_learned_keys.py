@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import math
 import random
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from nearline.embed import EmbeddingBatcher
 from nearline.gateway.cache.bounds import (
@@ -207,21 +204,6 @@ async def test_an_added_key_keeps_the_entry_s_lifetime(
         assert catalog[added].expires_at <= catalog[entry_id].expires_at + 1e-6
         await c.delete(entry_id)
         assert await c.add_key(match, embedder.at(0.96)) is None  # entry gone: no key
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except RedisConnectionError:
-        pytest.fail("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
-    name = f"nearline-test:learned-keys:{uuid.uuid4().hex[:12]}"
-    yield name
-    keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def test_an_added_key_is_shared_by_the_replicas(

@@ -10,14 +10,11 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from nearline.embed import EmbeddingBatcher, Vectors
 from nearline.gateway.cache.partition import partition_key
@@ -248,21 +245,6 @@ async def test_a_learned_threshold_never_crosses_partitions_or_tenants(
         # an outcome naming another partition's entry is no evidence for that entry
         assert learned.decide(globex, ids[acme], 0.95).rule == "declined"
         assert cache.stats.learned_hits == 1
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except RedisConnectionError:
-        pytest.fail("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
-    name = f"nearline-test:learned:{uuid.uuid4().hex[:12]}"
-    yield name
-    keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def _replica(

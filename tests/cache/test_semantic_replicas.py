@@ -8,13 +8,10 @@ import asyncio
 import json
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from nearline.embed import EmbeddingBatcher
 from nearline.gateway.cache.partition import partition_key
@@ -57,21 +54,6 @@ async def main() -> None:
 
 asyncio.run(main())
 """
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except RedisConnectionError:
-        pytest.fail("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
-    name = f"nearline-test:semantic:{uuid.uuid4().hex[:12]}"
-    yield name
-    keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def redis_cache(

@@ -17,7 +17,7 @@ from nearline.worker.worker import Worker, WorkerOptions
 if TYPE_CHECKING:
     from tests.stream.conftest import MakeBroker
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("quick_worker_polls")]
+pytestmark = [pytest.mark.timeout(60)]
 
 
 def lag_metric(metrics: WorkerMetrics, stream: str, group: str) -> float | None:

@@ -23,7 +23,7 @@ from nearline.worker.pipeline import Pipeline
 from nearline.worker.state import MemoryWindowState
 from nearline.worker.worker import Worker
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("quick_worker_polls")]
+pytestmark = [pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")

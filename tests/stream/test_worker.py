@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 pytestmark = [
     pytest.mark.timeout(30),
-    pytest.mark.usefixtures("quick_worker_polls"),
     pytest.mark.parametrize("broker_kind", ["memory", "redis", "rabbitmq", "kafka"], indirect=True),
 ]
 
