@@ -281,15 +281,11 @@ def _cheaper_tier(
             lambda q: p50 * math.exp(sigma * NormalDist().inv_cdf(q)),
             given.cost_per_request_usd,
         )
-    route = m.route.split(" ")[0]
     others = [
         other
-        for other in measurements.values()
-        if other.route != m.route
-        and other.route.split(" ")[0] == route
-        and not _is_plan(other, plan_models)
+        for other in _computed_siblings(m, measurements)
+        if not _is_plan(other, plan_models)
         and other.mean_cost_of_computed_usd < m.mean_cost_of_computed_usd
-        and sum(not r.served_from_store for r in other.records) >= MIN_TIER_ROWS
     ]
     if not others:
         return None
@@ -304,6 +300,21 @@ def _cheaper_tier(
     )
 
 
+def _computed_siblings(
+    m: RouteMeasurement, measurements: Mapping[str, RouteMeasurement]
+) -> list[RouteMeasurement]:
+    """The other models measured on ``m``'s route with at least ``MIN_TIER_ROWS`` computed
+    (not cache-served) requests."""
+    route = m.route.split(" ")[0]
+    return [
+        other
+        for other in measurements.values()
+        if other.route != m.route
+        and other.route.split(" ")[0] == route
+        and sum(not r.served_from_store for r in other.records) >= MIN_TIER_ROWS
+    ]
+
+
 def _plan(
     m: RouteMeasurement, measurements: Mapping[str, RouteMeasurement], plan_models: Collection[str]
 ) -> tuple[str, Callable[[float], float], float, str] | None:
@@ -313,15 +324,7 @@ def _plan(
 
     if _is_plan(m, plan_models) or m.mean_cost_of_computed_usd <= 0:
         return None
-    route = m.route.split(" ")[0]
-    plans = [
-        other
-        for other in measurements.values()
-        if other.route != m.route
-        and other.route.split(" ")[0] == route
-        and _is_plan(other, plan_models)
-        and sum(not r.served_from_store for r in other.records) >= MIN_TIER_ROWS
-    ]
+    plans = [other for other in _computed_siblings(m, measurements) if _is_plan(other, plan_models)]
     if not plans:
         return None
     plan = max(plans, key=lambda other: sum(not r.served_from_store for r in other.records))
