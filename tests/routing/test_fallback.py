@@ -162,21 +162,21 @@ async def test_the_deadline_bounds_upstream_waits_and_stops_the_tier_fallback():
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout):
             await answer(tiers["main"], deadline_s=0.3)
-        assert time.monotonic() - started < 2.0  # the upstream's own read timeout is 60 s
+        assert time.monotonic() - started < 30  # the upstream's own read timeout is 60 s
         assert counters.tier_fallbacks == {}
         assert (await up["cheap"].stats())["requests"] == 0
         assert (await up["a"].wait_for("cancelled", 1))["cancelled"] == 1
 
 
 async def test_the_tier_timeout_becomes_the_call_deadline():
-    stalled = MockBehaviour(ttft_s=5.0)
+    stalled = MockBehaviour(ttft_s=40.0)
     with mock_upstreams(a=stalled) as up:
         tier = {"deployments": deployments("a"), "timeout_s": 0.3, "hedge": NO_HEDGE}
         tiers, _ = build(http(up) | {"a": {"base_url": up["a"].base_url}}, {"main": tier})
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout):
             await answer(tiers["main"])
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 20  # not the upstream's 40 s stall
 
 
 async def test_a_failure_after_the_first_token_is_not_retried():

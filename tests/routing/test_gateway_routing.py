@@ -13,7 +13,7 @@ import pytest
 from nearline.gateway.routing.tiered import TieredProvider
 from nearline.testing.mock_upstream import MockBehaviour
 
-STALL_S = 5.0
+STALL_S = 20.0
 FAST = MockBehaviour(ttft_s=0.02, tokens_per_s=2000)
 MESSAGES: Any = [{"role": "user", "content": "hedge me"}]
 

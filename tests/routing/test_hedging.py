@@ -25,7 +25,7 @@ from nearline.gateway.telemetry.metrics import GatewayMetrics
 from nearline.testing.mock_fleet import MockUpstream, mock_upstreams, provider_settings
 from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
 
-STALL_S = 5.0
+STALL_S = 20.0
 FAST = MockBehaviour(ttft_s=0.02, tokens_per_s=2000)
 STALLED = MockBehaviour(ttft_s=STALL_S, tokens_per_s=2000)
 MESSAGES = [{"role": "user", "content": "hedge me"}]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from typing import Any
 
 import httpx
@@ -268,7 +267,6 @@ def test_closing_the_stream_cancels_every_step_in_flight(make_gateway):
     planner = make_gateway.mock(PLANNER, fresh=True)
     executor = make_gateway.mock(MockBehaviour(ttft_s=5.0), fresh=True)  # steps in flight
     gateway = plan_gateway(make_gateway, planner, executor, plan={"parallel": True})
-    started = time.perf_counter()
     with http.stream(
         "POST",
         f"{gateway.v1}/chat/completions",
@@ -284,7 +282,6 @@ def test_closing_the_stream_cancels_every_step_in_flight(make_gateway):
         executor.wait_for("active", 3)  # all three steps are waiting on the executor
     executor.wait_for("cancelled", 3)  # the client left: every step's upstream call closed
     assert executor.stats()["completed"] == 0
-    assert time.perf_counter() - started < 5.0  # not waited out
     gateway.settle()
     assert (
         gateway.metric("nearline_plan_calls_total", plan="deep", role="step", outcome="cancelled")

@@ -42,7 +42,7 @@ async def test_junk_does_not_keep_an_unauthenticated_socket_open(make_gateway):
     started = time.monotonic()
 
     async def junk_until_closed(socket: ClientConnection) -> None:
-        while time.monotonic() - started < 5:  # junk every 0.3 s, well inside the timeout
+        while time.monotonic() - started < 20:  # junk every 0.3 s, well inside the timeout
             await socket.send("not json")
             error = await receive(socket)
             assert error["type"] == "error"
@@ -51,7 +51,7 @@ async def test_junk_does_not_keep_an_unauthenticated_socket_open(make_gateway):
     async with connect(gateway.ws) as socket:
         with pytest.raises(ConnectionClosed):
             await junk_until_closed(socket)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # the 1 s auth timeout, not the 20 s of junk
     assert socket.close_code == 1008
 
 

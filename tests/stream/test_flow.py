@@ -101,5 +101,5 @@ async def test_publish_patiently_gives_up_after_its_limit(
     with pytest.raises(StreamFull):
         await publish_patiently(broker, source, [Message({"n": 3})], max_wait_s=0.5)
 
-    assert 0.3 <= time.monotonic() - started < 5
+    assert 0.3 <= time.monotonic() - started < 20  # waited, then gave up (not forever)
     assert await broker.length(source) == 3
