@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 
 from nearline.cli import main
 from nearline.gateway.warm import LineError, parse_line, read_questions
-from nearline.testing import http
+from nearline.testing import eventually, http
 from nearline.testing.mock_upstream import MockBehaviour
 
 QUESTIONS = [
@@ -132,36 +132,46 @@ def test_a_subcommand_error_is_one_stderr_line_and_exit_2(tmp_path, capsys):
 
 def test_an_interrupted_run_resumes_without_asking_twice(make_stack, tmp_path):
     questions = [f"Question number {n}?" for n in range(8)]
-    slow = MockBehaviour(ttft_s=0.4, tokens_per_s=400)
-    with make_stack(slow) as stack:
+    held = MockBehaviour(ttft_s=0.01, tokens_per_s=400, hold_until_released=True)
+    with make_stack(held) as stack:
         path = write(tmp_path / "questions.txt", questions)
         state = tmp_path / "questions.txt.warm-state"
-        command = [sys.executable, "-m", "nearline", "warm", str(path), "--url", stack.gateway]
-        command += ["--model", "big", "--concurrency", "1"]
-        process = subprocess.Popen(
-            command,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("NEARLINE_")},
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if state.exists() and len(state.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.05)
+
+        def run_warm() -> subprocess.Popen[str]:
+            command = [sys.executable, "-m", "nearline", "warm", str(path)]
+            command += ["--url", stack.gateway, "--model", "big", "--concurrency", "1"]
+            env = {k: v for k, v in os.environ.items() if not k.startswith("NEARLINE_")}
+            return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+
+        def release() -> None:
+            http.post(f"{stack.mock}/mock/release", timeout=5).raise_for_status()
+
+        process = run_warm()
+        for asked in range(1, 4):  # the upstream answers three questions, one at a time
+            assert stack.wait_for_stats("requests", asked, timeout_s=60)["requests"] == asked
+            release()
+            eventually(
+                lambda n=asked: state.exists() and len(state.read_text().splitlines()) >= n, 30
+            )
+        assert stack.wait_for_stats("requests", 4)["requests"] == 4  # the fourth is held
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
         assert process.returncode == 130, err
-        assert "interrupted after" in err
-        done_before = len(state.read_text().splitlines())
-        assert 3 <= done_before < len(questions)
+        assert "interrupted after 3 of 8" in err
+        assert len(state.read_text().splitlines()) == 3
 
-        assert warm(stack, path, "--quiet") == 0
+        process = run_warm()
+        while process.poll() is None:  # answer whatever the resumed run has asked so far
+            release()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.05)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
         stats = stack.wait_for_stats("active", 0)
         keys = [orjson.loads(line)["key"] for line in state.read_text().splitlines()]
         assert len(keys) == len(set(keys)) == len(questions)
-        # each question reached the paid model once; at most the one in flight at the
-        # interruption was cut off (and not stored), so it was asked again
+        # each question reached the paid model once; the one held at the interruption was
+        # either joined by the resumed run's ask or cut off (and not stored) and asked again
         assert len(questions) <= stats["requests"] <= len(questions) + 1
         for question in questions:
             assert source_of(stack, [{"role": "user", "content": question}]) == "exact"
