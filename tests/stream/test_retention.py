@@ -73,7 +73,9 @@ async def test_a_pipeline_writes_more_results_than_stream_max_len_without_stalli
     broker = await make_broker(stream_bound(settings.worker))
     await broker.create_group(results, "unread")  # a group that never reads its results
     (pipeline,) = build_pipelines(settings.worker)
-    worker = Worker(broker, [pipeline])
+    # acknowledged source entries are trimmed every 0.1 s (not 1 s): the producer waits on
+    # that trimming, 20 entries at a time, and this test is about the results stream
+    worker = Worker(broker, [pipeline], WorkerOptions(housekeeping_every_s=0.1))
 
     async with running(worker):
         for start in range(0, 200, 10):
