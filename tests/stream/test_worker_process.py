@@ -283,9 +283,9 @@ async def test_a_poison_entry_reaches_the_dead_letter_stream_of_a_worker_process
     )
     workers.start()
 
-    async def settled() -> bool:
+    async def settled() -> bool:  # every entry read (lag) and acknowledged (pending)
         info = await redis_broker.group_info(source, "echo")
-        return await redis_broker.client.xlen(dead) == 1 and info.pending == 0
+        return await redis_broker.client.xlen(dead) == 1 and info.pending == info.lag == 0
 
     await wait_for(settled, 30, "the poison entry to be dead-lettered")
     (letter,) = await results_by_source(redis_broker.client, dead)
