@@ -250,6 +250,7 @@ def create_app(settings: Settings, span_exporter: SpanExporter | None = None) ->
                 request_log=request_log,
                 tracer=tracer,
                 keys=keys,
+                governor=governor,
             )
             yield
 

@@ -281,7 +281,7 @@ async def test_two_replicas_share_what_they_learn(
             match = await replica.lookup(partition, query)
             assert match is not None
             assert (match.band, match.rule) == ("hit", "learned")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # the behaviour under test: no outcome comes back again later
         assert _outcomes(one) == _outcomes(two) == 150  # each outcome applied once
 
 

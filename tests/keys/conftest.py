@@ -39,6 +39,15 @@ def create_key(url: str, tenant: str = "t", **fields: Any) -> dict[str, Any]:
     return body
 
 
+def counted(gateway: Any) -> None:
+    """Wait until the answers so far are counted: none in flight (an answer's tokens and spend
+    are counted as it ends), then what the counters buffered sent to Redis now."""
+    gateway.settle()
+    governor = gateway.state.governor
+    assert governor is not None
+    gateway.call(governor.counters.flush())
+
+
 def chat(url: str, key: str | None, content: str = "What is a cache?", **fields: Any):
     headers = {} if key is None else {"Authorization": f"Bearer {key}"}
     return http.post(

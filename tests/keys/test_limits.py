@@ -17,7 +17,15 @@ from nearline.gateway.limits.window import Subject, format_reset
 from nearline.gateway.tenancy import Tenant
 from nearline.testing import http
 
-from .conftest import ADMIN_AUTH, REDIS_URL, admin_auth, chat, create_key, priced_models
+from .conftest import (
+    ADMIN_AUTH,
+    REDIS_URL,
+    admin_auth,
+    chat,
+    counted,
+    create_key,
+    priced_models,
+)
 
 NO_CACHES = {"exact": {"enabled": False}, "semantic": {"enabled": False}}
 EXACT_ONLY = {"semantic": {"enabled": False}}
@@ -69,11 +77,11 @@ def test_tokens_per_minute_count_as_they_stream(make_gateway, backend):
     assert first.status_code == 200
     assert first.headers["x-ratelimit-limit-tokens"] == "40"
     assert first.headers["x-ratelimit-remaining-tokens"] == "40"  # nothing counted before
-    time.sleep(0.3)  # Redis: the buffered counts are sent every 0.1 s
+    counted(gateway)
     second = chat(gateway.url, key, "four")
     assert second.status_code == 200  # 24 + 3 tokens used: room left
     assert int(second.headers["x-ratelimit-remaining-tokens"]) == 40 - 27
-    time.sleep(0.3)
+    counted(gateway)
     refused = chat(gateway.url, key, "five")
     assert refused.status_code == 429
     assert refused.json()["error"]["type"] == "tokens"
@@ -115,10 +123,10 @@ def test_a_budget_stops_spend_and_spend_is_reported(make_gateway, backend):
     made = create_key(gateway.url, "acme", budget_usd=30, budget_period="day")
     key, tag = made["key"], uuid.uuid4().hex  # Redis' exact tier outlives the test: new words
     assert chat(gateway.url, key, f"one {tag} three").status_code == 200
-    time.sleep(0.3)
+    counted(gateway)
     assert chat(gateway.url, key, f"one {tag} three").headers["x-nearline-source"] == "exact"
     assert chat(gateway.url, key, f"four {tag} six").status_code == 200  # $27 < $30: admitted
-    time.sleep(0.3)
+    counted(gateway)
     refused = chat(gateway.url, key, f"seven {tag}")
     assert refused.status_code == 429, refused.text
     error = refused.json()["error"]

@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import redis
 import yaml
 
-from nearline.testing import http, serve_in_process
+from nearline.testing import eventually, http, serve_in_process
 from nearline.testing.mock_upstream import MockBehaviour
 
 from .conftest import ADMIN_AUTH, POSTGRES, REDIS_URL, admin_auth, chat, create_key, priced_models
@@ -106,23 +107,41 @@ def test_a_revoked_key_is_refused_by_every_replica_within_a_second(replicas):
     print(f"new key seen after {seen:.3f} s, revocation after {refused_after:.3f} s")
 
 
-def test_a_budget_stops_spend_across_replicas(replicas):
+def _shared_spend(config: Path, key_id: str) -> float:
+    """The key's spend this period in the budget counters the replicas share in Redis."""
+    prefix = yaml.safe_load(config.read_text())["limits"]["redis_prefix"]
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = client.scan_iter(f"{prefix}key:{key_id}:spend:*")
+        return sum(float(client.get(k) or 0) for k in keys)  # type: ignore[arg-type]
+    finally:
+        client.close()
+
+
+def test_a_budget_stops_spend_across_replicas(replicas, config):
     a, b = replicas
     made = create_key(a, "budget", budget_usd=30)  # $27 per answer
     key = made["key"]
     _seen_by(b, key, 200, 1.0)
+    _seen_by(b, "sk-nl-not-a-key", 401, 1.0)  # b knows the key (see the test above)
     assert chat(a, key, "one two three").status_code == 200
-    time.sleep(0.3)  # the spend reaches Redis within flush_interval_s
+    # each replica sends its answers' spend to Redis every limits.flush_interval_s
+    eventually(lambda: _shared_spend(config, made["id"]) == pytest.approx(27.0), 5)
     assert chat(b, key, "four five six").status_code == 200  # $27 < $30
-    time.sleep(0.3)
+    eventually(lambda: _shared_spend(config, made["id"]) == pytest.approx(54.0), 5)
     for url in (a, b):
         refused = chat(url, key, "seven")
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "insufficient_quota"
-    time.sleep(1.2)  # each replica writes its ledger every second
-    spend = http.get(f"{a}/admin/spend", params={"key": made["id"]}, headers=ADMIN_AUTH).json()
-    assert spend["requests"] == 2
-    assert spend["spend_usd"] == pytest.approx(54.0)
+
+    def ledger() -> dict[str, Any]:  # each replica writes its ledger every second
+        spend: dict[str, Any] = http.get(
+            f"{a}/admin/spend", params={"key": made["id"]}, headers=ADMIN_AUTH
+        ).json()
+        return spend
+
+    eventually(lambda: ledger()["requests"] == 2, 10)
+    assert ledger()["spend_usd"] == pytest.approx(54.0)
 
 
 def test_limits_and_spend_survive_a_restart(config):

@@ -37,7 +37,8 @@ def concurrency(request: pytest.FixtureRequest) -> int:
 
 
 async def all_entries(broker: Broker, stream: str) -> list[Entry]:
-    """Everything ``stream`` holds now."""
+    """Everything ``stream`` holds, read for 0.3 s: a window for a duplicate to show in (an
+    absence has no event to wait on)."""
     got: list[Entry] = []
 
     async def collect() -> None:

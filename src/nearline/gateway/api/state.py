@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 from nearline.config import Settings
 from nearline.core.provider import Provider
 from nearline.gateway.keys import KeyManager
+from nearline.gateway.limits import Governor
 from nearline.gateway.serving.catalogue import Catalogue
 from nearline.gateway.serving.pipeline import ServingPipeline
 from nearline.gateway.serving.service import ChatService
@@ -28,6 +29,7 @@ class AppState:
     tracer: Tracer
     request_log: RequestLog | None = None
     keys: KeyManager | None = None  # the key store and spend ledger (gateway/keys)
+    governor: Governor | None = None  # rate limits and budgets (gateway/limits)
 
 
 def app_state(request: HTTPConnection) -> AppState:

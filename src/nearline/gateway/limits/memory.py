@@ -31,6 +31,9 @@ class MemoryCounters:
     async def aclose(self) -> None:
         pass
 
+    async def flush(self) -> None:
+        pass  # counted at once: nothing is buffered
+
     def seed_spend(self, spent: Mapping[tuple[str, str], float]) -> None:
         """Spend already recorded this period: (subject name, period label) → USD."""
         for key, usd in spent.items():
