@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,13 +18,13 @@ from nearline.gateway.cache.bounds import (
 )
 from nearline.gateway.cache.partition import partition_key
 from nearline.gateway.cache.semantic import SemanticCache
-from nearline.gateway.cache.semantic_store import RedisStore
 from nearline.gateway.cache.semantic_types import SemanticMatch
 from nearline.gateway.cache.thresholds import LearnedThresholds, Outcome
 from nearline.gateway.cache.verify import OnlineLearning, VerificationBudget
 from nearline.testing import eventually_async
 
-from .test_learned_thresholds import BASE, REDIS_URL, STATIC_HIT, FakeEmbedder
+from .conftest import BASE, FakeEmbedder
+from .test_learned_thresholds import STATIC_HIT, redis_replica
 
 # -- the bounds ---------------------------------------------------------------------------
 
@@ -99,14 +98,6 @@ def test_requests_answered_elsewhere_are_trials_of_the_per_request_bound() -> No
     assert second == pytest.approx(first / 2)
     assert not looked_up.decide("p", 99, 0.93).serve
     assert with_exact.decide("p", 99, 0.93).rule == "learned"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeEmbedder, EmbeddingBatcher]]:
-    embedder = FakeEmbedder()
-    batcher = EmbeddingBatcher(embedder)
-    yield embedder, batcher
-    await batcher.aclose()
 
 
 async def test_count_request_reaches_the_learned_thresholds(
@@ -213,15 +204,7 @@ async def test_an_added_key_is_shared_by_the_replicas(
     partition = partition_key("acme", "m1")
     query = embedder.at(0.97)
 
-    def replica() -> SemanticCache:
-        return SemanticCache(
-            batcher,
-            store=RedisStore.from_url(REDIS_URL, namespace=namespace),
-            learned=LearnedThresholds(0.05, static_hit=STATIC_HIT),
-            follow_block_ms=50,
-        )
-
-    async with replica() as one, replica() as two:
+    async with redis_replica(batcher, namespace) as one, redis_replica(batcher, namespace) as two:
         await one.store(partition, BASE, b"answer", 60)
         await eventually_async(lambda: len(two) == 1)
         match = await _served(one, partition, query)

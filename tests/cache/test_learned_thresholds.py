@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nearline.embed import EmbeddingBatcher, Vectors
+from nearline.embed import EmbeddingBatcher
 from nearline.gateway.cache.partition import partition_key
 from nearline.gateway.cache.semantic import SemanticCache
 from nearline.gateway.cache.semantic_store import RedisStore
@@ -24,52 +23,9 @@ from nearline.gateway.cache.thresholds import LearnedThresholds, Outcome, upper_
 from nearline.gateway.cache.verify import AnswerAgreement, VerificationBudget, normalise
 from nearline.testing import eventually_async
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from .conftest import BASE, REDIS_URL, FakeEmbedder
+
 STATIC_HIT = 0.9625
-BASE = "question base"
-DIM = 16
-
-
-def _name(k: int) -> str:
-    letters = "bcdfghjklmnpqrstvwxz"
-    name = ""
-    while True:
-        name = letters[k % len(letters)] + name
-        k //= len(letters)
-        if not k:
-            return name
-
-
-class FakeEmbedder:
-    """``question base`` is e0; a text registered with ``at(similarity)`` is at exactly that
-    cosine from it (its other component points somewhere of its own)."""
-
-    def __init__(self) -> None:
-        self._similarity: dict[str, float] = {}
-
-    @property
-    def dim(self) -> int:
-        return DIM
-
-    @property
-    def name(self) -> str:
-        return "fake"
-
-    def at(self, similarity: float) -> str:
-        text = f"question {_name(len(self._similarity))}"
-        self._similarity[text] = similarity
-        return text
-
-    def encode(self, texts: Sequence[str]) -> Vectors:
-        rows = []
-        for text in texts:
-            vector = np.zeros(DIM, dtype=np.float32)
-            similarity = 1.0 if text == BASE else self._similarity[text]
-            other = np.random.default_rng(abs(hash(text)) % 2**32).normal(size=DIM - 1)
-            vector[0] = similarity
-            vector[1:] = other / np.linalg.norm(other) * math.sqrt(max(0.0, 1 - similarity**2))
-            rows.append(vector / np.linalg.norm(vector))
-        return np.stack(rows).astype(np.float32)
 
 
 def p_wrong(similarity: float) -> float:
@@ -200,14 +156,6 @@ def test_the_verification_budget() -> None:
 # -- through the cache: partitions, replicas, restarts ---------------------------------
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeEmbedder, EmbeddingBatcher]]:
-    embedder = FakeEmbedder()
-    batcher = EmbeddingBatcher(embedder)
-    yield embedder, batcher
-    await batcher.aclose()
-
-
 async def _teach(cache: SemanticCache, partition: str, entry_id: int, n: int) -> None:
     for _ in range(n):
         await cache.record_outcome(Outcome(partition, entry_id, 0.95, correct=True))
@@ -247,7 +195,7 @@ async def test_a_learned_threshold_never_crosses_partitions_or_tenants(
         assert cache.stats.learned_hits == 1
 
 
-def _replica(
+def redis_replica(
     batcher: EmbeddingBatcher, namespace: str, snapshot: Path | None = None
 ) -> SemanticCache:
     return SemanticCache(
@@ -270,7 +218,7 @@ async def test_two_replicas_share_what_they_learn(
     embedder, batcher = fake
     partition = partition_key("acme", "m1")
     query = embedder.at(0.95)
-    async with _replica(batcher, namespace) as one, _replica(batcher, namespace) as two:
+    async with redis_replica(batcher, namespace) as one, redis_replica(batcher, namespace) as two:
         entry_id = await one.store(partition, BASE, b"answer", 60)
         await eventually_async(lambda: len(two) == 1)
 
@@ -292,15 +240,15 @@ async def test_a_restart_keeps_the_learned_state(
     partition = partition_key("acme", "m1")
     query = embedder.at(0.95)
     snapshot = tmp_path / "semantic"
-    async with _replica(batcher, namespace, snapshot) as first:
+    async with redis_replica(batcher, namespace, snapshot) as first:
         entry_id = await first.store(partition, BASE, b"answer", 60)
         await _teach(first, partition, entry_id, 150)
         await eventually_async(lambda: _outcomes(first) == 150)
     assert (snapshot / "catalog.json").is_file()
 
     async with (
-        _replica(batcher, namespace, snapshot) as from_snapshot,
-        _replica(batcher, namespace) as rescanned,  # no snapshot: rebuilt from Redis' log
+        redis_replica(batcher, namespace, snapshot) as from_snapshot,
+        redis_replica(batcher, namespace) as rescanned,  # no snapshot: rebuilt from Redis' log
     ):
         assert _outcomes(from_snapshot) == _outcomes(rescanned) == 150
         for replica in (from_snapshot, rescanned):

@@ -9,12 +9,13 @@ from typing import Any
 import orjson
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from nearline.config import hash_api_key
 from nearline.testing import eventually_async, http
 from nearline.testing.mock_upstream import MockBehaviour, deterministic_words
+from nearline.testing.ws import receive, until_done
 
 KEY = "sk-ws-alpha"
 LIMITED_KEY = "sk-ws-beta"  # may use only a model that does not exist here
@@ -28,25 +29,6 @@ def chat(request_id: str, text: str, model: str = "big", **extra: Any) -> str:
     """A ``chat`` message as a text frame (what browsers send)."""
     body = {"model": model, "messages": question(text), **extra}
     return orjson.dumps({"type": "chat", "id": request_id, "body": body}).decode()
-
-
-async def receive(socket: ClientConnection, timeout_s: float = 20.0) -> dict[str, Any]:
-    raw = await asyncio.wait_for(socket.recv(), timeout_s)
-    assert isinstance(raw, str), "JSON travels in text frames (browsers get a Blob otherwise)"
-    message: dict[str, Any] = orjson.loads(raw)
-    return message
-
-
-async def until_done(socket: ClientConnection, ids: set[str]) -> list[dict[str, Any]]:
-    """Every message up to the ``done`` (or ``error``) of each id in ``ids``."""
-    messages: list[dict[str, Any]] = []
-    open_ids = set(ids)
-    while open_ids:
-        message = await receive(socket)
-        messages.append(message)
-        if message["type"] in ("done", "error"):
-            open_ids.discard(message["id"])
-    return messages
 
 
 async def test_several_requests_share_one_connection_and_interleave(make_stack):

@@ -21,6 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from nearline.testing import http
+from nearline.testing.ws import until_done
 
 EVIL = "http://evil.example"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "What is a cache?"}]}
@@ -140,8 +141,5 @@ async def test_a_websocket_from_a_foreign_origin_is_refused_at_the_upgrade(gatew
     assert upstream.requests() == 0
     async with connect(gateway.ws, origin=gateway.url) as socket:  # type: ignore[arg-type]
         await socket.send(orjson.dumps({"type": "chat", "id": "1", "body": BODY}).decode())
-        replies = [orjson.loads(await socket.recv())]
-        while replies[-1]["type"] not in ("done", "error"):  # read it all: the client's
-            replies.append(orjson.loads(await socket.recv()))  # close waits behind unread ones
-        assert {r["id"] for r in replies} == {"1"}
+        replies = await until_done(socket, {"1"})
         assert replies[-1]["type"] == "done"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import orjson
 import pytest
@@ -20,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from nearline.config import hash_api_key
 from nearline.testing.mock_upstream import MockBehaviour
+from nearline.testing.ws import receive, until_done
 
 KEY = "sk-ws"
 
@@ -27,11 +27,6 @@ KEY = "sk-ws"
 def chat(request_id: str, text: str = "What is a cache?") -> str:
     body = {"model": "m", "messages": [{"role": "user", "content": text}]}
     return orjson.dumps({"type": "chat", "id": request_id, "body": body}).decode()
-
-
-async def receive(socket: ClientConnection, timeout_s: float = 10.0) -> dict[str, Any]:
-    message: dict[str, Any] = orjson.loads(await asyncio.wait_for(socket.recv(), timeout_s))
-    return message
 
 
 async def test_junk_does_not_keep_an_unauthenticated_socket_open(make_gateway):
@@ -65,10 +60,8 @@ async def test_message_sizes_are_counted_in_bytes(make_gateway):
         assert refused["error"]["code"] == "request_too_large"
         assert "4096 bytes" in refused["error"]["message"]
         await socket.send(chat("small"))  # the connection stays open
-        answer = [await receive(socket)]
-        while answer[-1]["type"] not in ("done", "error"):  # read to the end: a client that
-            answer.append(await receive(socket))  # closes behind unread frames waits 10 s
-        assert {m["id"] for m in answer} == {"small"} and answer[-1]["type"] == "done"
+        answer = await until_done(socket, {"small"})
+        assert answer[-1]["type"] == "done"
     assert gateway.upstream.requests() == 1
 
 
